@@ -1,0 +1,1 @@
+//! strata-gc: `Gc<T>` with reference counting and a generational cycle collector.

@@ -1,0 +1,27 @@
+//! `fork` safety: the child of a multi-threaded program must find every
+//! allocator lock free. Before `fork`, the forking thread takes every lock
+//! (in the one order used everywhere: abandoned lists, then the arena
+//! registry); after it, the parent and the child each release them. Heaps
+//! of threads that do not exist in the child keep their pools, which the
+//! child never frees (as with every thread-caching allocator).
+
+use crate::sync::Ordering;
+
+static REGISTERED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Registers the handlers on first use.
+pub(crate) fn register_once() {
+    if !REGISTERED.swap(true, Ordering::Relaxed) {
+        crate::os::register_fork_handlers(prepare, release, release);
+    }
+}
+
+extern "C" fn prepare() {
+    crate::heap::abandoned().lock().lock();
+    crate::arena::registry().lock().lock();
+}
+
+extern "C" fn release() {
+    crate::arena::registry().lock().unlock();
+    crate::heap::abandoned().lock().unlock();
+}

@@ -1,0 +1,176 @@
+//! # strata-alloc
+//!
+//! A global allocator in the shape of CPython's pymalloc — big **arenas**
+//! from `mmap`, cut into **pools**, each serving one **size class** — with
+//! mimalloc's per-thread heaps and sharded free lists, so the allocation
+//! and free fast paths take no lock and no atomic instruction.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: strata_alloc::Strata = strata_alloc::Strata;
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v[999], 999);
+//! let stats = strata_alloc::stats();
+//! assert!(stats.in_use_bytes() >= 8000);
+//! ```
+//!
+//! ## How memory flows
+//!
+//! ```text
+//!  Strata (GlobalAlloc)
+//!    |-- size <= 128 KiB --> thread heap --> pool of the size class --> arena (4 MiB) --> os (mmap)
+//!    `-- larger / aligned > 64 KiB ------------------------------> large block ------> os (mmap)
+//! ```
+//!
+//! - Requests up to 128 KiB are rounded to one of 97 size classes (16-byte
+//!   steps to 128 B, then eight per power of two: at most 12.5 % waste).
+//!   Aligned requests round the size to a multiple of the alignment: the
+//!   class blocks are naturally aligned, so alignment costs nothing.
+//! - Each thread allocates from its own pools; other threads' frees go to
+//!   an atomic per-pool list the owner collects. A thread's pools are
+//!   handed over at thread exit and reused by other threads.
+//! - Empty pools return to their arena; free arena slots are decommitted
+//!   (`MADV_DONTNEED`) once the arena has been quiet for
+//!   `STRATA_PURGE_DELAY` ms (default 10), and empty arenas are unmapped.
+//!   Large blocks are unmapped on free.
+//!
+//! ## Configuration
+//!
+//! `STRATA_PURGE_DELAY=<ms>` and `STRATA_SHOW_STATS=1` (print the report at
+//! exit), read once at the first allocation.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+mod arena;
+mod config;
+mod fork;
+mod heap;
+mod large;
+mod os;
+mod pool;
+mod report;
+mod size_class;
+mod stats;
+mod sync;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+pub use os::resident_bytes;
+pub use size_class::{MAX_SMALL_ALIGN, MAX_SMALL_SIZE, NUM_CLASSES};
+pub use stats::{ClassStats, Stats};
+
+use size_class::{class_for, CLASS_SIZES};
+
+/// The strata allocator. Install it with `#[global_allocator]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Strata;
+
+// SAFETY: every method upholds the `GlobalAlloc` contract: blocks are at
+// least `layout.size()` bytes aligned to `layout.align()`, disjoint while
+// live, and null is returned on failure; no method unwinds.
+unsafe impl GlobalAlloc for Strata {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => heap::with_heap(|heap| heap.alloc(class)),
+            None => large::alloc(layout.size(), layout.align()),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // The layout tells small from large without reading metadata.
+        if class_for(layout.size(), layout.align()).is_some() {
+            // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
+            heap::with_heap(|heap| unsafe { heap.free(ptr) });
+        } else {
+            // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
+            unsafe { large::free(ptr) }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => {
+                let p = heap::with_heap(|heap| heap.alloc(class));
+                if !p.is_null() {
+                    // SAFETY: the block holds at least `layout.size()` bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            // Fresh mappings are already zero: no memset.
+            None => large::alloc(layout.size(), layout.align()),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        match (class_for(layout.size(), align), class_for(new_size, align)) {
+            (Some(old), Some(new)) => {
+                let block = CLASS_SIZES[old] as usize;
+                // Same class, or a shrink that keeps at least half the block.
+                if old == new || (new_size <= block && new_size >= block / 2) {
+                    return ptr;
+                }
+            }
+            // SAFETY: `ptr` is a live large block; the new size is large too.
+            (None, None) => return unsafe { large::realloc(ptr, new_size) },
+            _ => {}
+        }
+        // SAFETY: `new_size` with the old alignment is a valid layout
+        // (GlobalAlloc contract).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: non-zero size (contract).
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, disjoint and large enough.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+/// Bytes usable in the block at `ptr` (at least the size it was allocated
+/// with), like `malloc_usable_size`.
+///
+/// # Safety
+/// `ptr` must be a live block allocated by [`Strata`].
+pub unsafe fn usable_size(ptr: *const u8) -> usize {
+    // SAFETY: `ptr` is a live block (caller).
+    unsafe {
+        if large::is_large(ptr) {
+            large::usable_size(ptr)
+        } else {
+            (*arena::pool_meta_of(ptr).cast::<pool::Pool>()).block_size as usize
+        }
+    }
+}
+
+/// A snapshot of the allocator's memory: per size class, arenas, pools,
+/// large blocks, committed and returned bytes, RSS.
+pub fn stats() -> Stats {
+    stats::snapshot()
+}
+
+/// Prints the stats report to stderr (without allocating).
+pub fn print_stats() {
+    stats::print()
+}
+
+/// Returns all free memory to the OS now, like `malloc_trim(0)` or
+/// `mi_collect(true)`: the calling thread's empty pools, empty pools left
+/// by exited threads, and every free arena slot; empty arenas are unmapped.
+pub fn release_memory() {
+    heap::with_heap(|heap| heap.release_empty_pools());
+    let registry = arena::registry();
+    heap::abandoned().sweep(registry);
+    registry.purge(true);
+}

@@ -1,0 +1,441 @@
+//! The OS layer: the only code in strata-alloc that talks to the operating
+//! system (and the only user of `libc`).
+//!
+//! It reserves and releases address space, decommits pages, moves large
+//! mappings, reads the clock, and registers the thread-exit and `fork`
+//! hooks. Nothing here allocates.
+//!
+//! Under `cfg(miri)` and `cfg(loom)` the memory calls go to a fake backend
+//! over `std::alloc::System` (which both tools understand), so the layers
+//! above run unchanged; `madvise` becomes "fill with zeros" and `mremap`
+//! becomes "allocate, copy, free".
+
+use core::ptr;
+
+/// The page size we assume for offsets inside our own mappings. Larger
+/// kernel pages only make our headers share a page.
+pub(crate) const PAGE_SIZE: usize = 4096;
+
+/// Reserves `size` bytes of zeroed, readable and writable memory aligned to
+/// `align` (a power of two, at least `PAGE_SIZE`; `size` a multiple of
+/// `PAGE_SIZE`). Pages are committed by the kernel on first touch. Returns
+/// null when the OS refuses.
+pub(crate) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE && size % PAGE_SIZE == 0);
+    backend::reserve_aligned(size, align)
+}
+
+/// Returns a region obtained from [`reserve_aligned`] (or a prefix/suffix
+/// of one, on the real OS) to the OS.
+///
+/// # Safety
+/// `[base, base + size)` must be a region this module handed out, and no
+/// live reference may point into it.
+pub(crate) unsafe fn release(base: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { backend::release(base, size, align) }
+}
+
+/// Tells the OS the pages of `[base, base + size)` are unused: their
+/// physical memory is freed now (they stop counting in RSS) and they read
+/// as zero when touched again.
+///
+/// # Safety
+/// The range must lie inside a reservation, page aligned, and hold no live
+/// data.
+pub(crate) unsafe fn decommit(base: *mut u8, size: usize) {
+    debug_assert!(base as usize % PAGE_SIZE == 0 && size % PAGE_SIZE == 0);
+    // SAFETY: forwarded contract.
+    unsafe { backend::decommit(base, size) }
+}
+
+/// Tries to grow or shrink the reservation at `base` in place. Returns
+/// false when the neighbouring address space is taken.
+///
+/// # Safety
+/// `[base, base + old_size)` must be a whole reservation of this module.
+pub(crate) unsafe fn resize_in_place(base: *mut u8, old_size: usize, new_size: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { backend::resize_in_place(base, old_size, new_size) }
+}
+
+/// Moves the pages of the reservation `[old, old + old_size)` to a new
+/// reservation of `new_size` bytes aligned to `align`, without copying data
+/// where the OS can remap pages. Returns null (and leaves `old` intact) when
+/// the OS refuses.
+///
+/// # Safety
+/// `old` must be a whole reservation of this module with alignment `align`.
+pub(crate) unsafe fn relocate(
+    old: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { backend::relocate(old, old_size, new_size, align) }
+}
+
+/// Milliseconds on a monotonic clock (coarse: a few ms resolution is fine
+/// for purge delays, and the coarse clock is a vDSO read).
+pub(crate) fn now_ms() -> u64 {
+    backend::now_ms()
+}
+
+/// Reads environment variable `name` (a NUL-terminated byte string) without
+/// allocating. Returns the value's bytes, which live for the whole program
+/// as long as nobody calls `setenv`; we read each variable once at start.
+pub(crate) fn env_var(name: &[u8]) -> Option<&'static [u8]> {
+    debug_assert!(name.last() == Some(&0));
+    #[cfg(any(miri, loom))]
+    {
+        let _ = name;
+        None
+    }
+    #[cfg(not(any(miri, loom)))]
+    {
+        // SAFETY: `name` is NUL-terminated; getenv returns null or a
+        // pointer to a NUL-terminated string owned by the environment.
+        let value = unsafe { libc::getenv(name.as_ptr().cast()) };
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: non-null result of getenv is a valid C string.
+        Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
+    }
+}
+
+/// Writes `bytes` to standard error with `write(2)`: diagnostics must not
+/// go through `std`, whose printing may allocate.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    #[cfg(any(miri, loom))]
+    {
+        let _ = bytes;
+    }
+    #[cfg(not(any(miri, loom)))]
+    {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // SAFETY: `rest` is a valid readable buffer of its length.
+            let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+            if n <= 0 {
+                return;
+            }
+            rest = &rest[n as usize..];
+        }
+    }
+}
+
+/// Ends the process at once with a one-line reason, without unwinding or
+/// allocating: used when the allocator finds its own invariants broken
+/// (a corrupted heap must not keep running).
+pub(crate) fn abort_with(reason: &[u8]) -> ! {
+    write_stderr(b"strata-alloc: ");
+    write_stderr(reason);
+    write_stderr(b"\n");
+    #[cfg(any(miri, loom))]
+    panic!("strata-alloc abort");
+    #[cfg(not(any(miri, loom)))]
+    // SAFETY: abort has no preconditions.
+    unsafe {
+        libc::abort()
+    }
+}
+
+/// A key whose destructor runs `on_exit(value)` when a thread that set a
+/// non-null value exits: how a heap learns its thread is gone without a
+/// `thread_local!` destructor (those register through
+/// `__cxa_thread_atexit_impl`, which calls `calloc`).
+pub(crate) struct ThreadExitKey {
+    #[cfg(not(any(miri, loom)))]
+    key: crate::sync::AtomicUsize,
+}
+
+/// `pthread_key_t` is an unsigned int; we store key + 1 so 0 means "none".
+impl ThreadExitKey {
+    pub(crate) const fn new() -> Self {
+        ThreadExitKey {
+            #[cfg(not(any(miri, loom)))]
+            key: crate::sync::AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets this thread's value, creating the key on first use. Returns
+    /// false if the OS has no keys left (the heap then simply is not
+    /// abandoned at exit; its pools stay owned and leak).
+    pub(crate) fn set(
+        &self,
+        value: *mut u8,
+        on_exit: unsafe extern "C" fn(*mut core::ffi::c_void),
+    ) -> bool {
+        #[cfg(any(miri, loom))]
+        {
+            let _ = (value, on_exit);
+            false
+        }
+        #[cfg(not(any(miri, loom)))]
+        {
+            use crate::sync::Ordering;
+            let mut key = self.key.load(Ordering::Acquire);
+            if key == 0 {
+                let mut new_key: libc::pthread_key_t = 0;
+                // SAFETY: `new_key` is a valid out-pointer; the destructor
+                // is an `extern "C"` fn taking the stored value.
+                if unsafe { libc::pthread_key_create(&mut new_key, Some(on_exit)) } != 0 {
+                    return false;
+                }
+                match self.key.compare_exchange(
+                    0,
+                    new_key as usize + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => key = new_key as usize + 1,
+                    Err(existing) => {
+                        // SAFETY: the key we created is unused.
+                        unsafe { libc::pthread_key_delete(new_key) };
+                        key = existing;
+                    }
+                }
+            }
+            // SAFETY: `key - 1` is a key created above.
+            unsafe {
+                libc::pthread_setspecific((key - 1) as libc::pthread_key_t, value.cast()) == 0
+            }
+        }
+    }
+}
+
+/// Registers `fork` handlers (prepare, parent, child).
+pub(crate) fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) {
+    #[cfg(any(miri, loom))]
+    let _ = (prepare, parent, child);
+    #[cfg(not(any(miri, loom)))]
+    // SAFETY: the handlers are plain `extern "C"` functions that live for
+    // the whole program.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
+/// Runs `f` at normal process exit (`atexit`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    #[cfg(any(miri, loom))]
+    let _ = f;
+    #[cfg(not(any(miri, loom)))]
+    // SAFETY: `f` is a plain function that lives for the whole program.
+    unsafe {
+        libc::atexit(f);
+    }
+}
+
+/// Reads this process's resident set size in bytes from
+/// `/proc/self/statm`, without allocating. Returns 0 if unavailable.
+pub fn resident_bytes() -> usize {
+    #[cfg(any(miri, loom))]
+    {
+        0
+    }
+    #[cfg(not(any(miri, loom)))]
+    {
+        let mut buf = [0u8; 128];
+        // SAFETY: the path is NUL-terminated; the fd is closed below.
+        let fd = unsafe { libc::open(b"/proc/self/statm\0".as_ptr().cast(), libc::O_RDONLY) };
+        if fd < 0 {
+            return 0;
+        }
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: `fd` is open.
+        unsafe { libc::close(fd) };
+        if n <= 0 {
+            return 0;
+        }
+        // statm: "size resident shared ..." in pages.
+        let mut fields = buf[..n as usize].split(|&b| b == b' ');
+        let _size = fields.next();
+        let resident = fields.next().and_then(parse_decimal).unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        resident * page
+    }
+}
+
+/// Parses an unsigned decimal number (no sign, no spaces).
+pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<usize> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut value: usize = 0;
+    for &b in bytes {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)? as usize;
+        value = value.checked_mul(10)?.checked_add(digit)?;
+    }
+    Some(value)
+}
+
+#[cfg(not(any(miri, loom)))]
+mod backend {
+    use super::*;
+
+    fn map(size: usize) -> *mut u8 {
+        // SAFETY: an anonymous private mapping has no preconditions.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            ptr::null_mut()
+        } else {
+            p.cast()
+        }
+    }
+
+    fn unmap(base: *mut u8, size: usize) {
+        if size != 0 {
+            // SAFETY: callers pass ranges of their own mappings.
+            unsafe { libc::munmap(base.cast(), size) };
+        }
+    }
+
+    pub(super) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
+        // Over-reserve by `align` and trim both ends: the kernel only
+        // promises page alignment.
+        let Some(padded) = size.checked_add(align - PAGE_SIZE) else {
+            return ptr::null_mut();
+        };
+        let raw = map(padded);
+        if raw.is_null() {
+            return raw;
+        }
+        let offset = raw.align_offset(align);
+        // SAFETY: `offset < align`, so the aligned start and the end of the
+        // wanted region lie inside the padded mapping.
+        let aligned = unsafe { raw.add(offset) };
+        unmap(raw, offset);
+        // SAFETY: as above; the tail after `aligned + size` is in the mapping.
+        unmap(unsafe { aligned.add(size) }, padded - offset - size);
+        aligned
+    }
+
+    pub(super) unsafe fn release(base: *mut u8, size: usize, _align: usize) {
+        unmap(base, size);
+    }
+
+    pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
+        // MADV_DONTNEED (not MADV_FREE): the pages leave RSS at once, which
+        // is what users see in `top`.
+        // SAFETY: the caller guarantees the range is ours and unused.
+        unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) };
+    }
+
+    pub(super) unsafe fn resize_in_place(base: *mut u8, old_size: usize, new_size: usize) -> bool {
+        // SAFETY: without MREMAP_MAYMOVE the mapping stays where it is or
+        // the call fails.
+        let p = unsafe { libc::mremap(base.cast(), old_size, new_size, 0) };
+        p != libc::MAP_FAILED
+    }
+
+    pub(super) unsafe fn relocate(
+        old: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let target = reserve_aligned(new_size, align);
+        if target.is_null() {
+            return target;
+        }
+        // SAFETY: MREMAP_FIXED moves the old pages over our fresh target
+        // reservation (replacing it) and unmaps the old range.
+        let p = unsafe {
+            libc::mremap(
+                old.cast(),
+                old_size,
+                new_size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                target.cast::<libc::c_void>(),
+            )
+        };
+        if p == libc::MAP_FAILED {
+            unmap(target, new_size);
+            return ptr::null_mut();
+        }
+        p.cast()
+    }
+
+    pub(super) fn now_ms() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    }
+}
+
+/// The fake OS for Miri and loom: regions come from the system allocator.
+#[cfg(any(miri, loom))]
+mod backend {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).expect("fake OS: bad region layout")
+    }
+
+    pub(super) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
+        // SAFETY: the layout has non-zero size.
+        unsafe { System.alloc_zeroed(layout(size, align)) }
+    }
+
+    pub(super) unsafe fn release(base: *mut u8, size: usize, align: usize) {
+        // SAFETY: `base` came from `reserve_aligned(size, align)`.
+        unsafe { System.dealloc(base, layout(size, align)) }
+    }
+
+    pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
+        // SAFETY: the caller guarantees the range is ours and unused.
+        unsafe { ptr::write_bytes(base, 0, size) }
+    }
+
+    pub(super) unsafe fn resize_in_place(
+        _base: *mut u8,
+        _old_size: usize,
+        _new_size: usize,
+    ) -> bool {
+        false
+    }
+
+    pub(super) unsafe fn relocate(
+        old: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let target = reserve_aligned(new_size, align);
+        if !target.is_null() {
+            // SAFETY: both regions are ours and distinct.
+            unsafe {
+                ptr::copy_nonoverlapping(old, target, old_size.min(new_size));
+                release(old, old_size, align);
+            }
+        }
+        target
+    }
+
+    pub(super) fn now_ms() -> u64 {
+        0
+    }
+}

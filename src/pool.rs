@@ -1,0 +1,347 @@
+//! Pools: runs of arena slots serving one size class, and their free lists.
+//!
+//! A pool's blocks are carved lazily from its start (`reserved` counts how
+//! far), so a fresh pool touches only the pages it hands out. Freed blocks
+//! go to one of three singly linked lists threaded through the blocks
+//! themselves (mimalloc's free-list sharding):
+//!
+//! - `free`: what the owner allocates from (plain pointer pops);
+//! - `local_free`: blocks the owner freed (plain pushes), moved to `free`
+//!   only when `free` runs dry, so the hot paths never touch the same list;
+//! - `thread_free`: blocks other threads freed, an atomic push-only stack
+//!   that the owner takes over in one swap.
+//!
+//! Only the owning thread (`owner` = its heap id) touches `free`,
+//! `local_free` and the queue links; anyone may push to `thread_free`.
+//! `used` is written by the owner alone but read by stats, so it is an
+//! atomic accessed with plain loads and stores.
+
+use core::cell::Cell;
+use core::ptr;
+
+use crate::arena::{SlotRun, POOL_SIZE, SLOT_META_SIZE};
+use crate::size_class::{pool_capacity, pool_slots, CLASS_SIZES};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub(crate) struct Block {
+    pub next: *mut Block,
+}
+
+/// `owner` of a pool whose thread exited (see `abandoned`).
+pub(crate) const ABANDONED: usize = usize::MAX;
+
+/// Carve at most this many bytes of fresh blocks at a time: keeps the
+/// first allocation in a pool from touching all of its pages.
+const CARVE_BYTES: usize = 4096;
+
+/// Metadata of one pool, stored in its arena's header.
+#[repr(C)]
+pub(crate) struct Pool {
+    /// Blocks ready to allocate (owner only).
+    pub free: Cell<*mut Block>,
+    /// Blocks handed out and not yet returned to `free` or `local_free`
+    /// (blocks in `thread_free` still count). Written by the owner only.
+    pub used: AtomicU32,
+    /// Blocks that fit in the pool.
+    pub capacity: u32,
+    /// Blocks freed by the owner (owner only).
+    pub local_free: Cell<*mut Block>,
+    /// Blocks freed by other threads (atomic push, owner swaps it out).
+    pub thread_free: AtomicPtr<Block>,
+    /// Heap id of the owning thread, or `ABANDONED`.
+    pub owner: AtomicUsize,
+    /// Size class and block size.
+    pub class: u32,
+    pub block_size: u32,
+    /// Blocks carved from the pool's memory so far (owner writes, stats
+    /// read).
+    pub reserved: AtomicU32,
+    /// Slots the pool spans.
+    pub slots: u32,
+    /// First byte of the pool's memory.
+    pub start: *mut u8,
+    /// Links in the owner heap's class queue, or in the abandoned list.
+    pub next: Cell<*mut Pool>,
+    pub prev: Cell<*mut Pool>,
+}
+
+const _: () = assert!(core::mem::size_of::<Pool>() <= SLOT_META_SIZE);
+
+impl Pool {
+    /// Turns a fresh slot run into an empty pool of `class` owned by
+    /// `owner` and returns its metadata.
+    ///
+    /// # Safety
+    /// `run` must come from the arena registry and hold no live block.
+    pub(crate) unsafe fn init(run: &SlotRun, class: usize, owner: usize) -> *mut Pool {
+        debug_assert_eq!(run.count, pool_slots(class));
+        let pool = run.meta().cast::<Pool>();
+        // SAFETY: the metadata record is reserved for this pool, suitably
+        // sized (const assert above) and aligned (arena header alignment),
+        // and nobody else references it while the run is ours.
+        unsafe {
+            pool.write(Pool {
+                free: Cell::new(ptr::null_mut()),
+                used: AtomicU32::new(0),
+                capacity: pool_capacity(class) as u32,
+                local_free: Cell::new(ptr::null_mut()),
+                thread_free: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicUsize::new(owner),
+                class: class as u32,
+                block_size: CLASS_SIZES[class],
+                reserved: AtomicU32::new(0),
+                slots: run.count as u32,
+                start: run.start(),
+                next: Cell::new(ptr::null_mut()),
+                prev: Cell::new(ptr::null_mut()),
+            });
+        }
+        pool
+    }
+
+    /// The slot run this pool occupies, to give back to the registry.
+    pub(crate) fn slot_run(&self) -> SlotRun {
+        let arena = crate::arena::arena_of(self.start);
+        let first = (self.start.addr() - arena.addr()) / POOL_SIZE;
+        SlotRun {
+            arena,
+            first,
+            count: self.slots as usize,
+        }
+    }
+
+    /// Pops a block from `free`, or null.
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> *mut Block {
+        let block = self.free.get();
+        if !block.is_null() {
+            // SAFETY: blocks on `free` are free blocks of this pool whose
+            // first word is the link.
+            self.free.set(unsafe { (*block).next });
+            self.set_used(self.used() + 1);
+        }
+        block
+    }
+
+    /// Returns a block freed by the owner. Returns true if the pool became
+    /// empty.
+    ///
+    /// # Safety
+    /// `block` must be a block of this pool handed out and not freed since.
+    #[inline(always)]
+    pub(crate) unsafe fn push_local(&self, block: *mut Block) -> bool {
+        // SAFETY: the block is ours to reuse (caller).
+        unsafe { (*block).next = self.local_free.get() };
+        self.local_free.set(block);
+        let used = self.used() - 1;
+        self.set_used(used);
+        used == 0
+    }
+
+    /// Pushes a block freed by a thread other than the owner.
+    ///
+    /// # Safety
+    /// `block` must be a block of this pool handed out and not freed since.
+    pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) {
+        let mut head = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours until the CAS publishes it.
+            unsafe { (*block).next = head };
+            // Release: the owner's Acquire swap sees the link we wrote.
+            match self.thread_free.compare_exchange_weak(
+                head,
+                block,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(current) => head = current,
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn used(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set_used(&self, used: u32) {
+        // Single writer (the owner, or the abandoned-list lock holder): a
+        // plain store, no read-modify-write.
+        self.used.store(used, Ordering::Relaxed);
+    }
+
+    /// Moves `local_free` and `thread_free` into `free` (owner only).
+    pub(crate) fn collect(&self) {
+        let local = self.local_free.replace(ptr::null_mut());
+        if !local.is_null() {
+            self.free.set(append(local, self.free.get()));
+        }
+        if !self.thread_free.load(Ordering::Relaxed).is_null() {
+            // Acquire pairs with the Release of `push_thread_free`.
+            let taken = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
+            let mut count = 0u32;
+            let mut tail = taken;
+            // SAFETY: every block on the taken list is a free block of this
+            // pool, linked through its first word; the list is ours now.
+            unsafe {
+                loop {
+                    count += 1;
+                    let next = (*tail).next;
+                    if next.is_null() {
+                        break;
+                    }
+                    tail = next;
+                }
+                (*tail).next = self.free.get();
+            }
+            self.free.set(taken);
+            self.set_used(self.used() - count);
+        }
+    }
+
+    /// Carves up to `CARVE_BYTES` of never-used blocks onto `free`
+    /// (owner only, `free` empty). Returns false if the pool is full.
+    pub(crate) fn carve(&self) -> bool {
+        debug_assert!(self.free.get().is_null());
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        let remaining = self.capacity - reserved;
+        if remaining == 0 {
+            return false;
+        }
+        let size = self.block_size as usize;
+        let count = remaining.min((CARVE_BYTES / size).max(1) as u32) as usize;
+        // SAFETY: blocks `reserved..reserved + count` lie inside the pool's
+        // memory and have never been handed out.
+        unsafe {
+            let first = self.start.add(reserved as usize * size);
+            for i in 0..count - 1 {
+                let block = first.add(i * size).cast::<Block>();
+                (*block).next = first.add((i + 1) * size).cast();
+            }
+            (*first.add((count - 1) * size).cast::<Block>()).next = ptr::null_mut();
+            self.free.set(first.cast());
+        }
+        // Single writer (the owner); stats read it.
+        self.reserved
+            .store(reserved + count as u32, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether `p` is the start of a block of this pool (for the debug
+    /// double-free and foreign-pointer checks).
+    pub(crate) fn is_block_start(&self, p: *const u8) -> bool {
+        let offset = p.addr().wrapping_sub(self.start.addr());
+        offset < self.reserved.load(Ordering::Relaxed) as usize * self.block_size as usize
+            && offset % self.block_size as usize == 0
+    }
+}
+
+/// Links list `head` in front of `rest`; returns the new head.
+fn append(head: *mut Block, rest: *mut Block) -> *mut Block {
+    if rest.is_null() {
+        return head;
+    }
+    let mut tail = head;
+    // SAFETY: `head` is a non-empty, null-terminated list of free blocks.
+    unsafe {
+        while !(*tail).next.is_null() {
+            tail = (*tail).next;
+        }
+        (*tail).next = rest;
+    }
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::Registry;
+    use crate::size_class::class_index;
+
+    fn with_pool(class: usize, f: impl FnOnce(&Pool)) {
+        let registry = Registry::new();
+        let run = registry.acquire(pool_slots(class)).expect("arena");
+        // SAFETY: fresh run.
+        let pool = unsafe { &*Pool::init(&run, class, 1) };
+        f(pool);
+        // SAFETY: the test freed nothing it still uses.
+        unsafe { registry.release(pool.slot_run()) };
+        registry.purge(true);
+    }
+
+    #[test]
+    fn carve_pop_and_local_free() {
+        let class = class_index(64);
+        with_pool(class, |pool| {
+            assert!(pool.carve());
+            let a = pool.pop();
+            let b = pool.pop();
+            assert_eq!(b.addr() - a.addr(), 64);
+            assert_eq!(pool.used(), 2);
+            // SAFETY: `a` and `b` are live blocks of this pool.
+            unsafe {
+                assert!(!pool.push_local(a));
+                assert!(pool.push_local(b), "last block freed empties the pool");
+            }
+            assert!(pool.is_block_start(a.cast()));
+            assert!(!pool.is_block_start(a.cast::<u8>().wrapping_add(8)));
+        });
+    }
+
+    #[test]
+    fn thread_free_is_collected() {
+        let class = class_index(32);
+        with_pool(class, |pool| {
+            assert!(pool.carve());
+            let blocks: Vec<_> = (0..10).map(|_| pool.pop()).collect();
+            assert!(blocks.iter().all(|b| !b.is_null()));
+            struct SendPtr(*const Pool, Vec<*mut Block>);
+            // SAFETY: the other thread only uses the pool's atomic list.
+            unsafe impl Send for SendPtr {}
+            let remote = SendPtr(pool, blocks[..5].to_vec());
+            std::thread::spawn(move || {
+                let remote = remote;
+                for &b in &remote.1 {
+                    // SAFETY: each block is live and freed once; the pool
+                    // outlives the thread (joined below).
+                    unsafe { (*remote.0).push_thread_free(b) };
+                }
+            })
+            .join()
+            .unwrap();
+            // SAFETY: as above.
+            unsafe { pool.push_local(blocks[5]) };
+            while !pool.free.get().is_null() {
+                pool.pop();
+            }
+            let before = pool.used();
+            pool.collect();
+            assert_eq!(pool.used(), before - 5);
+            let mut seen = 0;
+            while !pool.pop().is_null() {
+                seen += 1;
+            }
+            assert_eq!(seen, 6, "5 remote + 1 local block come back");
+        });
+    }
+
+    #[test]
+    fn carving_fills_the_pool_exactly() {
+        let class = class_index(3000);
+        with_pool(class, |pool| {
+            let mut handed = 0;
+            while pool.carve() {
+                while !pool.pop().is_null() {
+                    handed += 1;
+                }
+            }
+            assert_eq!(handed, pool.capacity);
+            let end = pool.start.addr() + pool.slots as usize * POOL_SIZE;
+            assert!(pool.start.addr() + handed as usize * pool.block_size as usize <= end);
+        });
+    }
+}
