@@ -30,7 +30,7 @@ pub const POOL_SIZE: usize = 64 << 10;
 /// Slots per arena (slot 0 is the header).
 pub const SLOTS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// Bytes of metadata reserved per slot for the pool layer.
-pub const SLOT_META_SIZE: usize = if cfg!(loom) { 1024 } else { 128 };
+pub const SLOT_META_SIZE: usize = if cfg!(loom) { 256 } else { 128 };
 
 const POOL_SHIFT: u32 = POOL_SIZE.trailing_zeros();
 /// Bitmap of the slots that can hold pools.
@@ -445,6 +445,22 @@ impl Registry {
     }
 }
 
+/// The process-wide registry.
+#[cfg(not(loom))]
+pub(crate) fn registry() -> &'static Registry {
+    static REGISTRY: Registry = Registry::new();
+    &REGISTRY
+}
+
+/// The registry of the current loom execution.
+#[cfg(loom)]
+pub(crate) fn registry() -> &'static Registry {
+    loom::lazy_static! {
+        static ref REGISTRY: Registry = Registry::new();
+    }
+    &REGISTRY
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +482,7 @@ mod tests {
         assert_eq!(a.arena, b.arena, "second run comes from the same arena");
         assert_ne!(a.first, 0, "slot 0 holds the header");
         assert!(
-            b.first + 16 <= SLOTS_PER_ARENA && (b.first >= a.first + 1 || b.first + 16 <= a.first)
+            b.first + 16 <= SLOTS_PER_ARENA && (b.first > a.first || b.first + 16 <= a.first)
         );
         // SAFETY: the runs are ours and hold nothing.
         unsafe {
@@ -506,20 +522,4 @@ mod tests {
         registry.purge(true);
         assert_eq!(registry.for_each_pool(|_, _| ()).arenas, 0);
     }
-}
-
-/// The process-wide registry.
-#[cfg(not(loom))]
-pub(crate) fn registry() -> &'static Registry {
-    static REGISTRY: Registry = Registry::new();
-    &REGISTRY
-}
-
-/// The registry of the current loom execution.
-#[cfg(loom)]
-pub(crate) fn registry() -> &'static Registry {
-    loom::lazy_static! {
-        static ref REGISTRY: Registry = Registry::new();
-    }
-    &REGISTRY
 }

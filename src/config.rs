@@ -18,7 +18,7 @@ pub(crate) fn init() {
     if INITIALISED.swap(true, Ordering::Relaxed) {
         return;
     }
-    if let Some(value) = os::env_var(b"STRATA_PURGE_DELAY\0") {
+    if let Some(value) = os::env_var(c"STRATA_PURGE_DELAY") {
         match os::parse_decimal(value) {
             Some(ms) => registry().purge_delay_ms.store(ms as u64, Ordering::Relaxed),
             None => os::write_stderr(
@@ -26,7 +26,7 @@ pub(crate) fn init() {
             ),
         }
     }
-    if let Some(value) = os::env_var(b"STRATA_SHOW_STATS\0") {
+    if let Some(value) = os::env_var(c"STRATA_SHOW_STATS") {
         match value {
             b"1" | b"true" | b"yes" => crate::stats::print_at_exit(),
             b"0" | b"false" | b"no" | b"" => {}

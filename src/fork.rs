@@ -16,12 +16,12 @@ pub(crate) fn register_once() {
     }
 }
 
-extern "C" fn prepare() {
+pub(crate) extern "C" fn prepare() {
     crate::heap::abandoned().lock().lock();
     crate::arena::registry().lock().lock();
 }
 
-extern "C" fn release() {
+pub(crate) extern "C" fn release() {
     crate::arena::registry().lock().unlock();
     crate::heap::abandoned().lock().unlock();
 }

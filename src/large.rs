@@ -15,7 +15,10 @@ use core::ptr;
 
 use crate::arena::ARENA_SIZE;
 use crate::os::{self, PAGE_SIZE};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::Ordering;
+// Plain core atomics even under loom: these are relaxed statistics
+// counters, not part of any protocol, and must be const-initialisable.
+use core::sync::atomic::AtomicUsize;
 
 const LARGE_MAGIC: usize = 0x5354_5241_5441_4c47; // "STRATALG"
 

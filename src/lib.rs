@@ -55,6 +55,10 @@ mod size_class;
 mod stats;
 mod sync;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 

@@ -82,11 +82,9 @@ pub(crate) fn now_ms() -> u64 {
     backend::now_ms()
 }
 
-/// Reads environment variable `name` (a NUL-terminated byte string) without
-/// allocating. Returns the value's bytes, which live for the whole program
+/// Reads environment variable `name` without allocating. Returns the value's bytes, which live for the whole program
 /// as long as nobody calls `setenv`; we read each variable once at start.
-pub(crate) fn env_var(name: &[u8]) -> Option<&'static [u8]> {
-    debug_assert!(name.last() == Some(&0));
+pub(crate) fn env_var(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     #[cfg(any(miri, loom))]
     {
         let _ = name;
@@ -96,7 +94,7 @@ pub(crate) fn env_var(name: &[u8]) -> Option<&'static [u8]> {
     {
         // SAFETY: `name` is NUL-terminated; getenv returns null or a
         // pointer to a NUL-terminated string owned by the environment.
-        let value = unsafe { libc::getenv(name.as_ptr().cast()) };
+        let value = unsafe { libc::getenv(name.as_ptr()) };
         if value.is_null() {
             return None;
         }
@@ -244,7 +242,7 @@ pub fn resident_bytes() -> usize {
     {
         let mut buf = [0u8; 128];
         // SAFETY: the path is NUL-terminated; the fd is closed below.
-        let fd = unsafe { libc::open(b"/proc/self/statm\0".as_ptr().cast(), libc::O_RDONLY) };
+        let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY) };
         if fd < 0 {
             return 0;
         }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints, every test of the
+# workspace, the musl build, the tour, the loom models and Miri.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (workspace)"
+cargo test --workspace
+
+step "build for x86_64-unknown-linux-musl (pure Rust over libc)"
+if rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1; then
+  cargo build -p strata-alloc --target x86_64-unknown-linux-musl
+else
+  echo "musl target unavailable here; skipped"
+fi
+
+step "the tour"
+cargo run --release --example tour >/dev/null
+
+if [ -x ci/loom.sh ] || [ -f ci/loom.sh ]; then
+  step "loom models"
+  bash ci/loom.sh
+fi
+
+if [ -f ci/miri.sh ]; then
+  step "miri"
+  bash ci/miri.sh
+fi
+
+step "all checks passed"
