@@ -22,6 +22,13 @@ else
   echo "musl target unavailable here; skipped"
 fi
 
+step "check for aarch64-unknown-linux-gnu"
+if rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  cargo check -p strata-alloc --target aarch64-unknown-linux-gnu
+else
+  echo "aarch64 target unavailable here; skipped"
+fi
+
 step "the tour"
 cargo run --release --example tour >/dev/null
 

@@ -481,9 +481,7 @@ mod tests {
         let b = registry.acquire(16).expect("arena");
         assert_eq!(a.arena, b.arena, "second run comes from the same arena");
         assert_ne!(a.first, 0, "slot 0 holds the header");
-        assert!(
-            b.first + 16 <= SLOTS_PER_ARENA && (b.first > a.first || b.first + 16 <= a.first)
-        );
+        assert!(b.first + 16 <= SLOTS_PER_ARENA && (b.first > a.first || b.first + 16 <= a.first));
         // SAFETY: the runs are ours and hold nothing.
         unsafe {
             *a.start() = 7;

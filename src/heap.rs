@@ -310,15 +310,20 @@ unsafe fn free_remote(pool: &Pool, block: *mut Block) {
 }
 
 /// Debug-build check of a pointer about to be freed: it must be the start
-/// of a carved block, and not already on the pool's local free lists.
+/// of a carved block, and not among the most recently freed blocks of the
+/// pool's local lists (a bounded look, so debug builds stay usable).
 fn check_free(pool: &Pool, p: *mut u8, heap_id: usize) {
+    const LOOK: usize = 64;
     if !pool.is_block_start(p) {
         crate::report::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
     }
     if pool.owner.load(Ordering::Relaxed) == heap_id {
         for list in [pool.free.get(), pool.local_free.get()] {
             let mut block = list;
-            while !block.is_null() {
+            for _ in 0..LOOK {
+                if block.is_null() {
+                    break;
+                }
                 if block.cast::<u8>() == p {
                     crate::report::abort_with_pointer(b"double free of ", p);
                 }

@@ -43,7 +43,10 @@ fn child_of_a_busy_multithreaded_parent_can_allocate() {
         let mut status = 0;
         // SAFETY: `pid` is our child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: status {status}"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for c in churners {

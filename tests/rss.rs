@@ -18,7 +18,9 @@ fn rss_follows_the_live_heap_after_a_multithreaded_free() {
     let baseline = strata_alloc::resident_bytes();
     assert!(baseline > 0, "this test needs /proc/self/statm");
     // What the program keeps: 32 MiB of mixed small blocks.
-    let kept: Vec<Box<[u8]>> = (0..40_000).map(|i| vec![7u8; 24 + (i * 97) % 1650].into_boxed_slice()).collect();
+    let kept: Vec<Box<[u8]>> = (0..40_000)
+        .map(|i| vec![7u8; 24 + (i * 97) % 1650].into_boxed_slice())
+        .collect();
     let live: usize = kept.iter().map(|b| b.len()).sum();
     let (tx, rx) = mpsc::channel::<Vec<Box<[u8]>>>();
     let workers: Vec<_> = (0..4)

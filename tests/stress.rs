@@ -47,7 +47,11 @@ fn verify(block: &Live) {
     // SAFETY: as in `fill`.
     let bytes = unsafe { std::slice::from_raw_parts(block.ptr, block.layout.size()) };
     if let Some(pos) = bytes.iter().position(|&b| b != byte) {
-        panic!("block {} of {} bytes corrupted at {pos}", block.id, bytes.len());
+        panic!(
+            "block {} of {} bytes corrupted at {pos}",
+            block.id,
+            bytes.len()
+        );
     }
 }
 
@@ -56,9 +60,13 @@ fn random_layout(rng: &mut Rng) -> Layout {
         0..=59 => 1 + rng.below(128),
         60..=89 => 1 + rng.below(8192),
         90..=97 => 1 + rng.below(128 << 10),
-        _ => 1 + rng.below(2 << 20),
+        _ => 1 + rng.below(512 << 10),
     } as usize;
-    let align = if rng.below(8) == 0 { 1 << rng.below(13) } else { 8 };
+    let align = if rng.below(8) == 0 {
+        1 << rng.below(13)
+    } else {
+        8
+    };
     Layout::from_size_align(size, align).unwrap()
 }
 
@@ -114,7 +122,9 @@ fn random_operations_across_threads_keep_every_block_intact() {
         let handles: Vec<_> = carried
             .drain(..)
             .enumerate()
-            .map(|(t, inbox)| thread::spawn(move || worker(round * 16 + t as u64 + 1, 10_000, inbox)))
+            .map(|(t, inbox)| {
+                thread::spawn(move || worker(round * 16 + t as u64 + 1, 10_000, inbox))
+            })
             .collect();
         let mut results: Vec<Vec<Live>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         // Hand every thread's survivors to the next thread of the next round.

@@ -43,7 +43,9 @@ fn blocks_outlive_the_threads_that_allocated_them() {
             .map(|t| {
                 thread::spawn(move || {
                     let tag = round.wrapping_mul(16).wrapping_add(t);
-                    (0..5_000).map(|i| tagged(tag, 8 + i % 300)).collect::<Vec<_>>()
+                    (0..5_000)
+                        .map(|i| tagged(tag, 8 + i % 300))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -87,7 +89,8 @@ fn threads_exit_while_others_free_their_blocks() {
                 let tx = tx.clone();
                 thread::spawn(move || {
                     for _ in 0..20 {
-                        tx.send((0..200).map(|_| Box::new([9u8; 48])).collect()).unwrap();
+                        tx.send((0..200).map(|_| Box::new([9u8; 48])).collect())
+                            .unwrap();
                     }
                 })
             })
