@@ -7,7 +7,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+
 use strata_alloc::Strata;
+use strata_gc::{Finalize, Gc, Phase, Trace};
 
 #[global_allocator]
 static GLOBAL: Strata = Strata;
@@ -72,13 +75,19 @@ fn allocator_tour() {
         w.join().unwrap();
     }
     let blocks: usize = batches.iter().map(Vec::len).sum();
-    println!("  {blocks} blocks in {:.0?} (the threads have exited; their pools are abandoned)", start.elapsed());
+    println!(
+        "  {blocks} blocks in {:.0?} (the threads have exited; their pools are abandoned)",
+        start.elapsed()
+    );
     summary("after allocating");
 
     heading("3. the main thread frees it all; memory goes back to the OS");
     let start = Instant::now();
     batches.clear();
-    println!("  freed {blocks} blocks of exited threads in {:.0?}", start.elapsed());
+    println!(
+        "  freed {blocks} blocks of exited threads in {:.0?}",
+        start.elapsed()
+    );
     summary("right after freeing");
     for step in 1..=5 {
         thread::sleep(Duration::from_millis(20));
@@ -107,6 +116,140 @@ fn allocator_tour() {
     summary("after release_memory()");
 }
 
+/// A graph node that can take part in cycles.
+#[derive(Trace, Finalize)]
+struct Node {
+    id: usize,
+    edges: RefCell<Vec<Gc<Node>>>,
+}
+
+/// An object whose finalizer runs while its cycle is still intact.
+#[derive(Trace)]
+struct Resource {
+    name: &'static str,
+    peer: RefCell<Option<Gc<Resource>>>,
+}
+
+impl Finalize for Resource {
+    fn finalize(&self) {
+        let peer = self.peer.borrow().as_ref().map(|p| p.name).unwrap_or("-");
+        println!(
+            "  finalize {} (its peer {} is still intact)",
+            self.name, peer
+        );
+    }
+}
+
+fn collector_tour() {
+    heading("6. strata-gc: Gc<T> frees acyclic data at once, like Rc");
+    let text = Gc::new(String::from("not tracked: a String can hold no Gc"));
+    println!(
+        "  Gc<String> tracked by the collector? {}",
+        strata_gc::is_tracked(&text)
+    );
+    drop(text);
+
+    heading("7. cycles: generations, thresholds and collect()");
+    strata_gc::collect();
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let seen = calls.clone();
+    let callback = strata_gc::add_callback(move |phase, info| {
+        if phase == Phase::Stop && info.collected > 0 {
+            seen.set(seen.get() + 1);
+        }
+    });
+    println!(
+        "  thresholds {:?}, counts {:?}",
+        strata_gc::threshold(),
+        strata_gc::count()
+    );
+    let start = Instant::now();
+    for i in 0..100_000 {
+        // Two-node cycles that become garbage at once.
+        let a = Gc::new(Node {
+            id: i,
+            edges: RefCell::new(Vec::new()),
+        });
+        let b = Gc::new(Node {
+            id: i + 1,
+            edges: RefCell::new(vec![a.clone()]),
+        });
+        a.edges.borrow_mut().push(b);
+    }
+    println!(
+        "  made 100000 garbage 2-cycles in {:.0?}; automatic collections freed them ({} callbacks saw garbage)",
+        start.elapsed(),
+        calls.get()
+    );
+    let keep: Vec<Gc<Node>> = (0..10_000)
+        .map(|i| {
+            Gc::new(Node {
+                id: i,
+                edges: RefCell::new(Vec::new()),
+            })
+        })
+        .collect();
+    for pair in keep.windows(2) {
+        pair[0].edges.borrow_mut().push(pair[1].clone());
+    }
+    let cyclic = Gc::new(Node {
+        id: 0,
+        edges: RefCell::new(Vec::new()),
+    });
+    cyclic.edges.borrow_mut().push(cyclic.clone());
+    drop(cyclic);
+    println!(
+        "  counts now {:?}; collect() finds {} unreachable object(s)",
+        strata_gc::count(),
+        strata_gc::collect()
+    );
+    for (generation, s) in strata_gc::stats().iter().enumerate() {
+        println!(
+            "  generation {generation}: {:>5} collections, {:>7} collected, {:.1?} total",
+            s.collections, s.collected, s.duration
+        );
+    }
+    println!(
+        "  the 10000 live nodes sit in generation {:?}",
+        strata_gc::generation_of(&keep[0])
+    );
+    println!(
+        "  live tracked objects by type: {:?}",
+        strata_gc::objects_by_type()
+    );
+    println!(
+        "  (first node id {}, last id {})",
+        keep[0].id,
+        keep[keep.len() - 1].id
+    );
+    drop(keep);
+    callback.remove();
+
+    heading("8. finalizers and weak references (PEP 442 order)");
+    let a = Gc::new(Resource {
+        name: "socket",
+        peer: RefCell::new(None),
+    });
+    let b = Gc::new(Resource {
+        name: "buffer",
+        peer: RefCell::new(Some(a.clone())),
+    });
+    *a.peer.borrow_mut() = Some(b.clone());
+    let watch = Gc::downgrade(&a);
+    drop((a, b));
+    println!(
+        "  weak pointer alive before collect: {}",
+        watch.upgrade().is_some()
+    );
+    let found = strata_gc::collect();
+    println!(
+        "  collect() -> {found}; weak pointer alive after: {}",
+        watch.upgrade().is_some()
+    );
+    summary("allocator after the GC tour");
+}
+
 fn main() {
     allocator_tour();
+    collector_tour();
 }
