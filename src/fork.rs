@@ -1,7 +1,7 @@
 //! `fork` safety: the child of a multi-threaded program must find every
 //! allocator lock free. Before `fork`, the forking thread takes every lock
-//! (in the one order used everywhere: abandoned lists, then the arena
-//! registry); after it, the parent and the child each release them. Heaps
+//! (in the one order used everywhere: abandoned lists, arena registry,
+//! large-mapping cache); after it, the parent and the child each release them. Heaps
 //! of threads that do not exist in the child keep their pools, which the
 //! child never frees (as with every thread-caching allocator).
 
@@ -19,9 +19,11 @@ pub(crate) fn register_once() {
 pub(crate) extern "C" fn prepare() {
     crate::heap::abandoned().lock().lock();
     crate::arena::registry().lock().lock();
+    crate::large::cache().lock().lock();
 }
 
 pub(crate) extern "C" fn release() {
+    crate::large::cache().lock().unlock();
     crate::arena::registry().lock().unlock();
     crate::heap::abandoned().lock().unlock();
 }

@@ -9,7 +9,7 @@
 //! `thread_free` stack.
 //!
 //! A pool that becomes empty goes back to the arena registry unless it is
-//! the only pool of its class (so a churning thread keeps it hot). When a
+//! the pool its class allocates from (so a churning thread keeps it hot). When a
 //! thread exits, a `pthread` key destructor abandons its heap: empty pools
 //! go back to the registry, the others to the abandoned lists, from which
 //! any thread needing a pool of that class reclaims them. Frees into an
@@ -105,8 +105,8 @@ impl Heap {
         if self.id == 0 {
             self.init();
         }
+        crate::purge::maybe_purge();
         let registry = registry();
-        registry.maybe_purge();
         if let Some(block) = self.alloc_from_queue(class) {
             return block;
         }
@@ -164,12 +164,13 @@ impl Heap {
         None
     }
 
-    /// A pool of ours has no live block: give it back unless it is the only
-    /// one of its class.
+    /// A pool of ours has no live block: give it back unless it is the one
+    /// the class allocates from (so a thread churning around a pool
+    /// boundary does not fetch and return a pool on every call).
     fn pool_emptied(&mut self, pool: &Pool) {
         let class = pool.class as usize;
-        if self.queues[class].len > 1 {
-            let raw = pool as *const Pool as *mut Pool;
+        let raw = pool as *const Pool as *mut Pool;
+        if self.queues[class].head != raw {
             self.unlink(class, raw);
             // SAFETY: the pool is empty and unlinked: nobody uses it.
             unsafe { release_pool(registry(), pool) };
@@ -255,7 +256,7 @@ impl Heap {
             self.queues[class] = EMPTY_QUEUE;
         }
         abandoned().sweep(registry);
-        registry.maybe_purge();
+        crate::purge::maybe_purge();
         // Allocations by later thread-exit code start a fresh heap, which
         // registers for the next round of key destructors.
         self.id = 0;

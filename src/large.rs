@@ -10,15 +10,30 @@
 //! and the header sits in the page before it. `realloc` resizes the mapping
 //! with `mremap`, in place when the address space after it is free, else
 //! by moving the pages (no copy).
+//!
+//! Freed mappings of up to `CACHE_MAX_BLOCK` bytes are kept in a small
+//! cache for the purge delay: a program that frees and re-allocates big
+//! buffers (a growing `Vec`, a per-request buffer) then reuses pages that
+//! are already faulted in instead of paying `mmap`, `munmap` and a page
+//! fault per 4 KiB every time.
 
+use core::cell::UnsafeCell;
 use core::ptr;
 
 use crate::arena::ARENA_SIZE;
 use crate::os::{self, PAGE_SIZE};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering, RawLock};
 // Plain core atomics even under loom: these are relaxed statistics
 // counters, not part of any protocol, and must be const-initialisable.
 use core::sync::atomic::AtomicUsize;
+
+/// Largest mapping the cache keeps: bigger buffers are rare enough that
+/// their `mmap` cost is small against their use.
+const CACHE_MAX_BLOCK: usize = 16 << 20;
+/// Cache capacity in mappings and bytes: bounds what a burst of frees can
+/// keep out of the OS's hands for the purge delay.
+const CACHE_SLOTS: usize = 16;
+const CACHE_MAX_BYTES: usize = 64 << 20;
 
 const LARGE_MAGIC: usize = 0x5354_5241_5441_4c47; // "STRATALG"
 
@@ -70,20 +85,34 @@ pub(crate) unsafe fn is_large(p: *const u8) -> bool {
         || !unsafe { crate::arena::is_arena(crate::arena::arena_of(p).cast()) }
 }
 
-/// Maps a block of at least `size` bytes aligned to `align`; null on
-/// failure. The memory is zeroed (fresh pages).
-pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
+/// A block of at least `size` bytes aligned to `align`, from the cache or a
+/// fresh mapping; null on failure. With `zeroed`, the memory reads as
+/// zero (free for fresh mappings, a memset for cached ones).
+pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let (offset, map_align) = placement(align);
     let Some(map_size) = offset.checked_add(size).and_then(round_to_page) else {
         return ptr::null_mut();
     };
-    let base = os::reserve_aligned(map_size, map_align);
-    if base.is_null() {
-        return base;
-    }
+    let (base, map_size) = match cache().take(map_size, map_align) {
+        Some((base, cached_size)) => {
+            if zeroed {
+                // SAFETY: the cached mapping is ours and holds no live data.
+                unsafe { ptr::write_bytes(base.add(offset), 0, cached_size - offset) };
+            }
+            (base, cached_size)
+        }
+        None => {
+            crate::purge::maybe_purge();
+            let base = os::reserve_aligned(map_size, map_align);
+            if base.is_null() {
+                return base;
+            }
+            (base, map_size)
+        }
+    };
     // SAFETY: `offset < map_size`, the header page lies inside the mapping.
     let data = unsafe { base.add(offset) };
-    // SAFETY: the header location is in the fresh mapping and aligned.
+    // SAFETY: the header location is in the mapping and aligned.
     unsafe {
         header_of(data).write(Header {
             magic: LARGE_MAGIC,
@@ -95,7 +124,6 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
     LARGE_MAPPED.fetch_add(map_size, Ordering::Relaxed);
     LARGE_USABLE.fetch_add(map_size - offset, Ordering::Relaxed);
-    crate::arena::registry().maybe_purge();
     data
 }
 
@@ -111,8 +139,12 @@ pub(crate) unsafe fn free(p: *mut u8) {
     LARGE_MAPPED.fetch_sub(h.map_size, Ordering::Relaxed);
     LARGE_USABLE.fetch_sub(h.map_size - h.data_offset, Ordering::Relaxed);
     // SAFETY: the whole mapping belongs to this block, which dies now.
-    unsafe { os::release(p.sub(h.data_offset), h.map_size, h.map_align) };
-    crate::arena::registry().maybe_purge();
+    let base = unsafe { p.sub(h.data_offset) };
+    if !cache().put(base, h.map_size, h.map_align) {
+        // SAFETY: as above.
+        unsafe { os::release(base, h.map_size, h.map_align) };
+    }
+    crate::purge::maybe_purge();
 }
 
 /// Usable bytes of large block `p`.
@@ -140,7 +172,8 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let Some(new_map) = h.data_offset.checked_add(new_size).and_then(round_to_page) else {
         return ptr::null_mut();
     };
-    if new_map == h.map_size {
+    // Growing within the mapping, or shrinking by less than half: in place.
+    if new_map <= h.map_size && new_map >= h.map_size / 2 {
         return p;
     }
     // SAFETY: the mapping is this block's own.
@@ -165,6 +198,173 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     data
 }
 
+/// A freed mapping waiting for reuse.
+#[derive(Clone, Copy)]
+struct CachedMapping {
+    base: *mut u8,
+    size: usize,
+    align: usize,
+    freed_ms: u64,
+}
+
+const NO_MAPPING: CachedMapping = CachedMapping {
+    base: ptr::null_mut(),
+    size: 0,
+    align: 0,
+    freed_ms: 0,
+};
+
+/// Recently freed large mappings (see the module docs).
+pub(crate) struct LargeCache {
+    lock: RawLock,
+    entries: UnsafeCell<[CachedMapping; CACHE_SLOTS]>,
+    /// Bytes cached; read without the lock to skip empty-cache work.
+    bytes: AtomicUsize,
+    /// 0, or when the oldest entry is due to be unmapped (`os::now_ms`).
+    deadline: AtomicU64,
+}
+
+// SAFETY: `entries` is only touched with `lock` held; the rest are atomics.
+unsafe impl Sync for LargeCache {}
+
+impl LargeCache {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        LargeCache {
+            lock: RawLock::new(),
+            entries: UnsafeCell::new([NO_MAPPING; CACHE_SLOTS]),
+            bytes: AtomicUsize::new(0),
+            deadline: AtomicU64::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        LargeCache {
+            lock: RawLock::new(),
+            entries: UnsafeCell::new([NO_MAPPING; CACHE_SLOTS]),
+            bytes: AtomicUsize::new(0),
+            deadline: AtomicU64::new(0),
+        }
+    }
+
+    fn with_entries<R>(&self, f: impl FnOnce(&mut [CachedMapping; CACHE_SLOTS]) -> R) -> R {
+        // SAFETY: the lock serialises every access to `entries`.
+        self.lock.with(|| f(unsafe { &mut *self.entries.get() }))
+    }
+
+    /// The lock, for the `fork` handlers.
+    pub(crate) fn lock(&self) -> &RawLock {
+        &self.lock
+    }
+
+    /// Takes the smallest cached mapping of `align` holding `size` bytes and
+    /// at most four times that (its resident pages are the price of skipping
+    /// `mmap` and page faults; a later `realloc` grows into them for free);
+    /// returns its base and real size.
+    fn take(&self, size: usize, align: usize) -> Option<(*mut u8, usize)> {
+        if self.bytes.load(Ordering::Relaxed) < size {
+            return None;
+        }
+        self.with_entries(|entries| {
+            let fits = |e: &CachedMapping| !e.base.is_null() && e.align == align && e.size >= size && e.size / 4 <= size;
+            let slot = (0..CACHE_SLOTS).filter(|&i| fits(&entries[i])).min_by_key(|&i| entries[i].size)?;
+            let entry = core::mem::replace(&mut entries[slot], NO_MAPPING);
+            self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+            Some((entry.base, entry.size))
+        })
+    }
+
+    /// Keeps a freed mapping if it fits; returns false if the caller must
+    /// unmap it.
+    fn put(&self, base: *mut u8, size: usize, align: usize) -> bool {
+        if size > CACHE_MAX_BLOCK || self.bytes.load(Ordering::Relaxed) + size > CACHE_MAX_BYTES {
+            return false;
+        }
+        let now = os::now_ms();
+        let kept = self.with_entries(|entries| {
+            if self.bytes.load(Ordering::Relaxed) + size > CACHE_MAX_BYTES {
+                return false;
+            }
+            let Some(slot) = entries.iter().position(|e| e.base.is_null()) else {
+                return false;
+            };
+            entries[slot] = CachedMapping {
+                base,
+                size,
+                align,
+                freed_ms: now,
+            };
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            true
+        });
+        if kept {
+            let delay = crate::arena::registry()
+                .purge_delay_ms
+                .load(Ordering::Relaxed);
+            let _ = self.deadline.compare_exchange(
+                0,
+                now + delay,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        kept
+    }
+
+    /// Unmaps entries older than the purge delay, if any is due.
+    pub(crate) fn maybe_purge(&self) {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != 0 && os::now_ms() >= deadline {
+            self.purge(false);
+        }
+    }
+
+    /// Unmaps entries older than the purge delay (all of them if `force`).
+    pub(crate) fn purge(&self, force: bool) {
+        let now = os::now_ms();
+        let delay = crate::arena::registry()
+            .purge_delay_ms
+            .load(Ordering::Relaxed);
+        self.with_entries(|entries| {
+            let mut next = u64::MAX;
+            for e in entries.iter_mut().filter(|e| !e.base.is_null()) {
+                if force || now >= e.freed_ms + delay {
+                    // SAFETY: a cached mapping is ours and holds no live data.
+                    unsafe { os::release(e.base, e.size, e.align) };
+                    self.bytes.fetch_sub(e.size, Ordering::Relaxed);
+                    *e = NO_MAPPING;
+                } else {
+                    next = next.min(e.freed_ms + delay);
+                }
+            }
+            self.deadline
+                .store(if next == u64::MAX { 0 } else { next }, Ordering::Relaxed);
+        });
+    }
+
+    /// Bytes cached now.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The process-wide large-mapping cache.
+#[cfg(not(loom))]
+pub(crate) fn cache() -> &'static LargeCache {
+    static CACHE: LargeCache = LargeCache::new();
+    &CACHE
+}
+
+/// The large-mapping cache of the current loom execution.
+#[cfg(loom)]
+pub(crate) fn cache() -> &'static LargeCache {
+    loom::lazy_static! {
+        static ref CACHE: LargeCache = LargeCache::new();
+    }
+    &CACHE
+}
+
 fn check_magic(h: &Header, p: *const u8) {
     if h.magic != LARGE_MAGIC {
         crate::report::abort_with_pointer(
@@ -180,7 +380,7 @@ mod tests {
 
     #[test]
     fn alloc_usable_realloc_free() {
-        let p = alloc(300_000, 16);
+        let p = alloc(300_000, 16, false);
         assert!(!p.is_null());
         // SAFETY: `p` is a live large block for the whole test.
         unsafe {
@@ -200,7 +400,7 @@ mod tests {
     #[test]
     fn huge_alignment() {
         for align in [1 << 20, ARENA_SIZE, 2 * ARENA_SIZE] {
-            let p = alloc(1000, align);
+            let p = alloc(1000, align, false);
             assert!(!p.is_null());
             assert_eq!(p.addr() % align, 0);
             // SAFETY: live block.

@@ -33,7 +33,9 @@
 //! - Empty pools return to their arena; free arena slots are decommitted
 //!   (`MADV_DONTNEED`) once the arena has been quiet for
 //!   `STRATA_PURGE_DELAY` ms (default 10), and empty arenas are unmapped.
-//!   Large blocks are unmapped on free.
+//!   Freed large blocks are unmapped after the same delay (up to 16 MiB
+//!   each and 64 MiB in all are kept for reuse meanwhile), bigger ones at
+//!   once.
 //!
 //! ## Configuration
 //!
@@ -50,6 +52,7 @@ mod heap;
 mod large;
 mod os;
 mod pool;
+mod purge;
 mod report;
 mod size_class;
 mod stats;
@@ -80,7 +83,7 @@ unsafe impl GlobalAlloc for Strata {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_for(layout.size(), layout.align()) {
             Some(class) => heap::with_heap(|heap| heap.alloc(class)),
-            None => large::alloc(layout.size(), layout.align()),
+            None => large::alloc(layout.size(), layout.align(), false),
         }
     }
 
@@ -108,7 +111,7 @@ unsafe impl GlobalAlloc for Strata {
                 p
             }
             // Fresh mappings are already zero: no memset.
-            None => large::alloc(layout.size(), layout.align()),
+            None => large::alloc(layout.size(), layout.align(), true),
         }
     }
 
@@ -174,7 +177,6 @@ pub fn print_stats() {
 /// by exited threads, and every free arena slot; empty arenas are unmapped.
 pub fn release_memory() {
     heap::with_heap(|heap| heap.release_empty_pools());
-    let registry = arena::registry();
-    heap::abandoned().sweep(registry);
-    registry.purge(true);
+    heap::abandoned().sweep(arena::registry());
+    purge::purge_all();
 }

@@ -6,8 +6,9 @@
 //! and pools; blocks freed by other threads but not yet collected by the
 //! owner still count as in use. The figures obey one identity, like
 //! CPython's `_debugmallocstats`: every mapped byte is a header, a block in
-//! use, a free block, the unusable tail of a pool, a free slot, or large-
-//! block overhead (see [`Stats::accounted_bytes`]).
+//! use, a free block, the unusable tail of a pool, a free slot, large-
+//! block overhead, or a cached large mapping (see
+//! [`Stats::accounted_bytes`]).
 
 use core::fmt;
 
@@ -73,6 +74,9 @@ pub struct Stats {
     pub large_bytes: usize,
     /// Mapped bytes of the large blocks (usable + header page + alignment).
     pub large_mapped_bytes: usize,
+    /// Bytes of freed large mappings kept for reuse until the purge delay
+    /// passes.
+    pub large_cached_bytes: usize,
     /// Total bytes returned to the OS by purges since the start.
     pub purged_bytes: usize,
     /// Arenas unmapped since the start.
@@ -96,9 +100,10 @@ impl Stats {
         self.classes.iter().map(ClassStats::bytes_free).sum()
     }
 
-    /// Bytes of address space mapped: arenas and large blocks.
+    /// Bytes of address space mapped: arenas, large blocks and cached
+    /// large mappings.
     pub fn mapped_bytes(&self) -> usize {
-        self.arenas * crate::arena::ARENA_SIZE + self.large_mapped_bytes
+        self.arenas * crate::arena::ARENA_SIZE + self.large_mapped_bytes + self.large_cached_bytes
     }
 
     /// Bytes that may be committed (backed by memory): touched pool pages,
@@ -129,6 +134,7 @@ impl Stats {
             + tails
             + self.free_slot_bytes
             + (self.large_mapped_bytes - self.large_bytes)
+            + self.large_cached_bytes
     }
 }
 
@@ -166,6 +172,7 @@ pub(crate) fn snapshot() -> Stats {
         large_blocks: large::LARGE_BLOCKS.load(Ordering::Relaxed),
         large_bytes: large::LARGE_USABLE.load(Ordering::Relaxed),
         large_mapped_bytes: large::LARGE_MAPPED.load(Ordering::Relaxed),
+        large_cached_bytes: large::cache().cached_bytes(),
         purged_bytes: totals.purged_bytes,
         arenas_unmapped: totals.arenas_unmapped,
         resident_bytes: os::resident_bytes(),
