@@ -8,14 +8,13 @@
 //! fast path. Frees from other threads push onto the pool's atomic
 //! `thread_free` stack.
 //!
-//! A pool that becomes empty goes back to the arena registry unless it is
-//! the pool its class allocates from (so a churning thread keeps it hot). When a
+//! A pool that becomes empty goes back to the arena registry, unless it is
+//! the pool its class allocates from: a heap keeps a few of those hot. When a
 //! thread exits, a `pthread` key destructor abandons its heap: empty pools
 //! go back to the registry, the others to the abandoned lists, from which
-//! any thread needing a pool of that class reclaims them. Frees into an
-//! abandoned pool are done under the abandoned-list lock by the freeing
-//! thread itself, which returns the pool to the registry once it is empty:
-//! no memory is stranded by dead threads.
+//! any thread needing a pool of that class reclaims them. A thread freeing
+//! a block of an abandoned pool adopts the pool, and returns it to the
+//! registry once it is empty: no memory is stranded by dead threads.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -47,12 +46,21 @@ const EMPTY_QUEUE: Queue = Queue {
     len: 0,
 };
 
+/// How many empty pools a heap keeps committed (each the head of its
+/// class queue) before returning the oldest: enough for a thread churning
+/// through a few classes, small enough to bound what an idle heap holds.
+const HOT_EMPTY_POOLS: usize = 4;
+
 /// A thread's heap.
 pub(crate) struct Heap {
     /// Owner id written into this heap's pools (0 until first use).
     id: usize,
     /// Pools per size class; the head is allocated from.
     queues: [Queue; NUM_CLASSES],
+    /// Empty head pools kept for reuse, oldest replaced first; an entry is
+    /// cleared when its pool leaves our queues.
+    hot_empty: [*mut Pool; HOT_EMPTY_POOLS],
+    hot_next: usize,
 }
 
 impl Heap {
@@ -60,6 +68,8 @@ impl Heap {
         Heap {
             id: 0,
             queues: [EMPTY_QUEUE; NUM_CLASSES],
+            hot_empty: [ptr::null_mut(); HOT_EMPTY_POOLS],
+            hot_next: 0,
         }
     }
 
@@ -93,9 +103,40 @@ impl Heap {
             if unsafe { pool.push_local(p.cast()) } {
                 self.pool_emptied(pool);
             }
+        } else if pool.owner.load(Ordering::Relaxed) == ABANDONED {
+            // SAFETY: forwarded contract.
+            unsafe { self.free_abandoned(pool, p.cast()) };
         } else {
             // SAFETY: forwarded contract.
-            unsafe { free_remote(pool, p.cast()) };
+            unsafe { pool.push_thread_free(p.cast()) };
+        }
+    }
+
+    /// Frees a block of a pool whose thread exited: this heap adopts the
+    /// pool (mimalloc's reclaim-on-free), so the rest of its blocks are
+    /// freed without the abandoned-list lock, and the pool returns to its
+    /// arena as soon as it is empty.
+    ///
+    /// # Safety
+    /// `block` must be a live block of `pool`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_abandoned(&mut self, pool: &Pool, block: *mut Block) {
+        if self.id == 0 {
+            self.init();
+        }
+        if !abandoned().claim(pool, self.id) {
+            // Another thread reclaimed it first: an ordinary remote free.
+            // SAFETY: forwarded contract.
+            unsafe { pool.push_thread_free(block) };
+            return;
+        }
+        let raw = pool as *const Pool as *mut Pool;
+        self.push_back(pool.class as usize, raw);
+        pool.collect();
+        // SAFETY: the pool is ours now and the block is live (caller).
+        if unsafe { pool.push_local(block) } {
+            self.pool_emptied(pool);
         }
     }
 
@@ -164,17 +205,37 @@ impl Heap {
         None
     }
 
-    /// A pool of ours has no live block: give it back unless it is the one
-    /// the class allocates from (so a thread churning around a pool
-    /// boundary does not fetch and return a pool on every call).
+    /// A pool of ours has no live block: give it back, unless it is the one
+    /// its class allocates from; those are kept (a few per heap) so a thread
+    /// churning around a pool boundary does not fetch and return a pool on
+    /// every call.
     fn pool_emptied(&mut self, pool: &Pool) {
-        let class = pool.class as usize;
         let raw = pool as *const Pool as *mut Pool;
-        if self.queues[class].head != raw {
-            self.unlink(class, raw);
-            // SAFETY: the pool is empty and unlinked: nobody uses it.
-            unsafe { release_pool(registry(), pool) };
+        if self.queues[pool.class as usize].head != raw {
+            self.release_from_queue(pool);
+            return;
         }
+        if self.hot_empty.contains(&raw) {
+            return;
+        }
+        let oldest = core::mem::replace(&mut self.hot_empty[self.hot_next], raw);
+        self.hot_next = (self.hot_next + 1) % HOT_EMPTY_POOLS;
+        if !oldest.is_null() {
+            // SAFETY: entries are cleared when their pool leaves our queues,
+            // so `oldest` is a live pool of ours.
+            let oldest = unsafe { &*oldest };
+            oldest.collect();
+            if oldest.used() == 0 {
+                self.release_from_queue(oldest);
+            }
+        }
+    }
+
+    /// Unlinks an empty pool of ours and gives it back to the registry.
+    fn release_from_queue(&mut self, pool: &Pool) {
+        self.unlink(pool.class as usize, pool as *const Pool as *mut Pool);
+        // SAFETY: the pool is empty and unlinked: nobody uses it.
+        unsafe { release_pool(registry(), pool) };
     }
 
     fn init(&mut self) {
@@ -222,6 +283,11 @@ impl Heap {
     }
 
     fn unlink(&mut self, class: usize, pool: *mut Pool) {
+        for hot in &mut self.hot_empty {
+            if *hot == pool {
+                *hot = ptr::null_mut();
+            }
+        }
         let q = &mut self.queues[class];
         // SAFETY: `pool` is in this queue; its neighbours are live and ours.
         unsafe {
@@ -255,6 +321,7 @@ impl Heap {
             }
             self.queues[class] = EMPTY_QUEUE;
         }
+        self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
         abandoned().sweep(registry);
         crate::purge::maybe_purge();
         // Allocations by later thread-exit code start a fresh heap, which
@@ -265,7 +332,6 @@ impl Heap {
     /// Returns this heap's empty pools to the registry (even the one kept
     /// hot per class).
     pub(crate) fn release_empty_pools(&mut self) {
-        let registry = registry();
         for class in 0..NUM_CLASSES {
             let mut pool = self.queues[class].head;
             while !pool.is_null() {
@@ -274,9 +340,7 @@ impl Heap {
                 let next = p.next.get();
                 p.collect();
                 if p.used() == 0 {
-                    self.unlink(class, pool);
-                    // SAFETY: empty and unlinked.
-                    unsafe { release_pool(registry, p) };
+                    self.release_from_queue(p);
                 }
                 pool = next;
             }
@@ -293,21 +357,6 @@ unsafe fn release_pool(registry: &Registry, pool: &Pool) {
     let run = pool.slot_run();
     // SAFETY: forwarded contract; the pool record is not used afterwards.
     unsafe { registry.release(run) };
-}
-
-/// Frees a block of a pool owned by another (or no) thread.
-///
-/// # Safety
-/// `block` must be a live block of `pool`.
-unsafe fn free_remote(pool: &Pool, block: *mut Block) {
-    if pool.owner.load(Ordering::Relaxed) == ABANDONED {
-        // SAFETY: forwarded contract.
-        if unsafe { abandoned().free_into(pool, block) } {
-            return;
-        }
-    }
-    // SAFETY: forwarded contract.
-    unsafe { pool.push_thread_free(block) };
 }
 
 /// Debug-build check of a pointer about to be freed: it must be the start
@@ -396,27 +445,16 @@ impl Abandoned {
         });
     }
 
-    /// Frees `block` into `pool` if the pool is (still) abandoned; returns
-    /// false if a thread reclaimed it meanwhile (the caller then frees it
-    /// as a remote block).
-    ///
-    /// # Safety
-    /// `block` must be a live block of `pool`.
-    unsafe fn free_into(&self, pool: &Pool, block: *mut Block) -> bool {
-        let registry = registry();
+    /// Hands abandoned `pool` to heap `owner` if it is still abandoned;
+    /// returns false if another thread claimed it first.
+    fn claim(&self, pool: &Pool, owner: usize) -> bool {
         self.lock.with(|| {
             if pool.owner.load(Ordering::Relaxed) != ABANDONED {
                 return false;
             }
-            pool.collect();
-            // SAFETY: with the lock held we act as the pool's owner.
-            if unsafe { pool.push_local(block) } {
-                // SAFETY: we hold the lock; the pool is listed.
-                unsafe {
-                    self.unlink(pool);
-                    release_pool(registry, pool);
-                }
-            }
+            // SAFETY: we hold the lock and the pool is listed.
+            unsafe { self.unlink(pool) };
+            pool.owner.store(owner, Ordering::Relaxed);
             true
         })
     }

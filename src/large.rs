@@ -267,8 +267,12 @@ impl LargeCache {
             return None;
         }
         self.with_entries(|entries| {
-            let fits = |e: &CachedMapping| !e.base.is_null() && e.align == align && e.size >= size && e.size / 4 <= size;
-            let slot = (0..CACHE_SLOTS).filter(|&i| fits(&entries[i])).min_by_key(|&i| entries[i].size)?;
+            let fits = |e: &CachedMapping| {
+                !e.base.is_null() && e.align == align && e.size >= size && e.size / 4 <= size
+            };
+            let slot = (0..CACHE_SLOTS)
+                .filter(|&i| fits(&entries[i]))
+                .min_by_key(|&i| entries[i].size)?;
             let entry = core::mem::replace(&mut entries[slot], NO_MAPPING);
             self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
             Some((entry.base, entry.size))
