@@ -8,8 +8,8 @@
 //! fast path. Frees from other threads push onto the pool's atomic
 //! `thread_free` stack.
 //!
-//! A pool that becomes empty goes back to the arena registry, unless it is
-//! the pool its class allocates from: a heap keeps a few of those hot. When a
+//! A pool that becomes empty goes back to the arena registry, except that
+//! a heap keeps its most recently emptied small pools (up to 16) for reuse. When a
 //! thread exits, a `pthread` key destructor abandons its heap: empty pools
 //! go back to the registry, the others to the abandoned lists, from which
 //! any thread needing a pool of that class reclaims them. A thread freeing
@@ -46,10 +46,11 @@ const EMPTY_QUEUE: Queue = Queue {
     len: 0,
 };
 
-/// How many empty pools a heap keeps committed (each the head of its
-/// class queue) before returning the oldest: enough for a thread churning
-/// through a few classes, small enough to bound what an idle heap holds.
-const HOT_EMPTY_POOLS: usize = 4;
+/// How many empty pools a heap keeps committed before returning the
+/// oldest: enough for a thread freeing and re-allocating a batch of a few
+/// thousand blocks, small enough (1 MiB of single-slot pools) to bound
+/// what an idle heap holds.
+const HOT_EMPTY_POOLS: usize = 16;
 
 /// A thread's heap.
 pub(crate) struct Heap {
@@ -61,6 +62,9 @@ pub(crate) struct Heap {
     /// cleared when its pool leaves our queues.
     hot_empty: [*mut Pool; HOT_EMPTY_POOLS],
     hot_next: usize,
+    /// An owned heap (`strata_alloc::Heap`) rather than a thread's: it never
+    /// adopts abandoned pools, whose other blocks it must not free on reset.
+    owned: bool,
 }
 
 impl Heap {
@@ -70,7 +74,59 @@ impl Heap {
             queues: [EMPTY_QUEUE; NUM_CLASSES],
             hot_empty: [ptr::null_mut(); HOT_EMPTY_POOLS],
             hot_next: 0,
+            owned: false,
         }
+    }
+
+    /// A heap owned by a value rather than a thread (see `owned.rs`).
+    pub(crate) fn new_owned() -> Self {
+        crate::config::init();
+        crate::fork::register_once();
+        Heap {
+            id: NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed),
+            owned: true,
+            ..Heap::new()
+        }
+    }
+
+    /// Gives every pool back to the registry, live blocks included, and
+    /// starts over empty (owned heaps: their blocks all die at once).
+    ///
+    /// # Safety
+    /// No block of this heap may be used afterwards.
+    pub(crate) unsafe fn release_all(&mut self) {
+        let registry = registry();
+        for class in 0..NUM_CLASSES {
+            let mut pool = self.queues[class].head;
+            while !pool.is_null() {
+                // SAFETY: pools in our queues are live and ours; their
+                // blocks are dead (caller).
+                unsafe {
+                    let next = (*pool).next.get();
+                    registry.release((*pool).slot_run());
+                    pool = next;
+                }
+            }
+            self.queues[class] = EMPTY_QUEUE;
+        }
+        self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
+    }
+
+    /// Pools, blocks in use and bytes in use of this heap.
+    pub(crate) fn usage(&self) -> (usize, usize, usize) {
+        let (mut pools, mut blocks, mut bytes) = (0, 0, 0);
+        for q in &self.queues {
+            let mut pool = q.head;
+            while !pool.is_null() {
+                // SAFETY: pools in our queues are live and ours.
+                let p = unsafe { &*pool };
+                pools += 1;
+                blocks += p.used() as usize;
+                bytes += p.used() as usize * p.block_size as usize;
+                pool = p.next.get();
+            }
+        }
+        (pools, blocks, bytes)
     }
 
     /// Allocates a block of `class`, or returns null when out of memory.
@@ -79,9 +135,15 @@ impl Heap {
         let pool = self.queues[class].head;
         if !pool.is_null() {
             // SAFETY: pools in our queues are live and owned by us.
-            let block = unsafe { (*pool).pop() };
+            let pool = unsafe { &*pool };
+            let block = pool.pop();
             if !block.is_null() {
                 return block.cast();
+            }
+            // The owner's recent frees: reuse them (cache-warm) without a
+            // trip through the slow path.
+            if pool.take_local_free() {
+                return pool.pop().cast();
             }
         }
         self.alloc_slow(class)
@@ -125,7 +187,7 @@ impl Heap {
         if self.id == 0 {
             self.init();
         }
-        if !abandoned().claim(pool, self.id) {
+        if self.owned || !abandoned().claim(pool, self.id) {
             // Another thread reclaimed it first: an ordinary remote free.
             // SAFETY: forwarded contract.
             unsafe { pool.push_thread_free(block) };
@@ -152,7 +214,12 @@ impl Heap {
             return block;
         }
         loop {
-            let pool = match abandoned().reclaim(class, self.id) {
+            let reclaimed = if self.owned {
+                None
+            } else {
+                abandoned().reclaim(class, self.id)
+            };
+            let pool = match reclaimed {
                 Some(pool) => pool,
                 None => {
                     let Some(run) = registry.acquire(pool_slots(class)) else {
@@ -205,25 +272,28 @@ impl Heap {
         None
     }
 
-    /// A pool of ours has no live block: give it back, unless it is the one
-    /// its class allocates from; those are kept (a few per heap) so a thread
-    /// churning around a pool boundary does not fetch and return a pool on
-    /// every call.
+    /// A pool of ours has no live block. Single-slot pools (and the pool a
+    /// class allocates from) are kept, up to `HOT_EMPTY_POOLS` per heap, so
+    /// a thread that frees a batch and allocates it again does not return
+    /// and fetch its pools each time; the oldest kept pool is returned when
+    /// a new one comes in. Other pools go back to the registry at once.
     fn pool_emptied(&mut self, pool: &Pool) {
+        if pool.hot.get() {
+            return;
+        }
         let raw = pool as *const Pool as *mut Pool;
-        if self.queues[pool.class as usize].head != raw {
+        if pool.slots > 1 && self.queues[pool.class as usize].head != raw {
             self.release_from_queue(pool);
             return;
         }
-        if self.hot_empty.contains(&raw) {
-            return;
-        }
+        pool.hot.set(true);
         let oldest = core::mem::replace(&mut self.hot_empty[self.hot_next], raw);
         self.hot_next = (self.hot_next + 1) % HOT_EMPTY_POOLS;
         if !oldest.is_null() {
             // SAFETY: entries are cleared when their pool leaves our queues,
             // so `oldest` is a live pool of ours.
             let oldest = unsafe { &*oldest };
+            oldest.hot.set(false);
             oldest.collect();
             if oldest.used() == 0 {
                 self.release_from_queue(oldest);
@@ -283,9 +353,12 @@ impl Heap {
     }
 
     fn unlink(&mut self, class: usize, pool: *mut Pool) {
-        for hot in &mut self.hot_empty {
-            if *hot == pool {
-                *hot = ptr::null_mut();
+        // SAFETY: `pool` is in this queue, so it is live and ours.
+        if unsafe { (*pool).hot.replace(false) } {
+            for hot in &mut self.hot_empty {
+                if *hot == pool {
+                    *hot = ptr::null_mut();
+                }
             }
         }
         let q = &mut self.queues[class];

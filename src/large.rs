@@ -259,7 +259,7 @@ impl LargeCache {
     }
 
     /// Takes the smallest cached mapping of `align` holding `size` bytes and
-    /// at most four times that (its resident pages are the price of skipping
+    /// at most eight times that (its resident pages are the price of skipping
     /// `mmap` and page faults; a later `realloc` grows into them for free);
     /// returns its base and real size.
     fn take(&self, size: usize, align: usize) -> Option<(*mut u8, usize)> {
@@ -268,7 +268,7 @@ impl LargeCache {
         }
         self.with_entries(|entries| {
             let fits = |e: &CachedMapping| {
-                !e.base.is_null() && e.align == align && e.size >= size && e.size / 4 <= size
+                !e.base.is_null() && e.align == align && e.size >= size && e.size / 8 <= size
             };
             let slot = (0..CACHE_SLOTS)
                 .filter(|&i| fits(&entries[i]))

@@ -51,6 +51,7 @@ mod fork;
 mod heap;
 mod large;
 mod os;
+mod owned;
 mod pool;
 mod purge;
 mod report;
@@ -66,6 +67,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 pub use os::resident_bytes;
+pub use owned::{Heap, HeapStats};
 pub use size_class::{MAX_SMALL_ALIGN, MAX_SMALL_SIZE, NUM_CLASSES};
 pub use stats::{ClassStats, Stats};
 

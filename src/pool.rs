@@ -65,6 +65,8 @@ pub(crate) struct Pool {
     /// Links in the owner heap's class queue, or in the abandoned list.
     pub next: Cell<*mut Pool>,
     pub prev: Cell<*mut Pool>,
+    /// Kept empty by its heap for reuse (owner only; see `heap.rs`).
+    pub hot: Cell<bool>,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= SLOT_META_SIZE);
@@ -96,6 +98,7 @@ impl Pool {
                 start: run.start(),
                 next: Cell::new(ptr::null_mut()),
                 prev: Cell::new(ptr::null_mut()),
+                hot: Cell::new(false),
             });
         }
         pool
@@ -138,6 +141,16 @@ impl Pool {
         let used = self.used() - 1;
         self.set_used(used);
         used == 0
+    }
+
+    /// Moves `local_free` to the empty `free` list (owner only); returns
+    /// false if there was nothing to move.
+    #[inline(always)]
+    pub(crate) fn take_local_free(&self) -> bool {
+        debug_assert!(self.free.get().is_null());
+        let local = self.local_free.replace(ptr::null_mut());
+        self.free.set(local);
+        !local.is_null()
     }
 
     /// Pushes a block freed by a thread other than the owner.
