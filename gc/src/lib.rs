@@ -1,1 +1,301 @@
-//! strata-gc: `Gc<T>` with reference counting and a generational cycle collector.
+//! Single-threaded reference-counted pointers with a generational cycle
+//! collector, modelled on CPython's `gc` module.
+//!
+//! The type [`Gc<T>`] provides shared ownership of a value of type `T`,
+//! allocated in the heap, exactly like [`std::rc::Rc`]: [`Clone`] produces a
+//! new pointer to the same allocation, and when the last `Gc` to a value is
+//! dropped the value is dropped and its memory freed immediately. Unlike
+//! `Rc`, reference cycles do not leak: a per-thread collector finds groups of
+//! objects that only reference each other and frees them.
+//!
+//! `Gc` is neither [`Send`] nor [`Sync`]; each thread has its own collector.
+//! Shared references only: use [`RefCell`](std::cell::RefCell) (or
+//! [`Cell`](std::cell::Cell)) inside a `Gc` for mutation, as with `Rc`.
+//!
+//! # Tracing
+//!
+//! The collector needs to enumerate the `Gc`s each object owns. Types
+//! implement [`Trace`] (usually `#[derive(Trace)]`) and [`Finalize`]
+//! (`#[derive(Finalize)]` or a hand-written finalizer). A type whose
+//! [`Trace::MAY_CONTAIN_GC`] is `false` — `String`, integers, `Vec<u8>`, ... —
+//! can never be part of a cycle: a `Gc` of it is never tracked and costs what
+//! an `Rc` costs (an 8-byte header holding both counts). Tracked objects carry
+//! a 32-byte header including the intrusive generation-list links.
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use strata_gc::{Finalize, Gc, Trace};
+//!
+//! #[derive(Trace, Finalize)]
+//! struct Node {
+//!     name: String,
+//!     next: RefCell<Option<Gc<Node>>>,
+//! }
+//!
+//! let a = Gc::new(Node { name: "a".into(), next: RefCell::new(None) });
+//! let b = Gc::new(Node { name: "b".into(), next: RefCell::new(Some(a.clone())) });
+//! *a.next.borrow_mut() = Some(b.clone()); // a -> b -> a
+//! drop((a, b));
+//! assert_eq!(strata_gc::collect(), 2); // the cycle is found and freed
+//! ```
+//!
+//! # Weak pointers
+//!
+//! [`Gc::downgrade`] creates a [`Weak`] pointer that does not keep the value
+//! alive. When the collector finds an object unreachable, weak pointers to it
+//! stop upgrading *before* any finalizer runs, so no code can observe an
+//! object that is about to be destroyed through a weak pointer.
+//!
+//! # The collector
+//!
+//! Collection is CPython's trial deletion: for the objects of the collected
+//! generations, copy each strong count, subtract the references found by
+//! tracing those objects; what keeps a positive count is referenced from
+//! outside (a local variable, an untracked object, an older generation), and
+//! everything reachable from it is alive; the rest is garbage. Three
+//! generations with thresholds `(700, 10, 10)`: allocating more than 700
+//! tracked objects (net) triggers a generation-0 collection, every 10th of
+//! those a generation-1 one, and every 10th of those a full one, unless fewer
+//! than 25 % of the long-lived objects are new since the last full
+//! collection. Survivors are promoted to the next generation.
+//!
+//! Garbage is destroyed in PEP 442 order: weak pointers are cleared,
+//! [`Finalize::finalize`] runs once per object while the whole graph is
+//! intact, objects a finalizer resurrected survive, then all values are
+//! dropped and finally the memory is freed. A `Gc` that a `Drop` impl copied
+//! out of garbage panics on dereference ([`Gc::is_dropped`] tells); it is
+//! never undefined behaviour.
+//!
+//! The free functions mirror Python's `gc` module: [`collect`],
+//! [`collect_generation`], [`enable`]/[`disable`], [`count`],
+//! [`set_threshold`], [`freeze`], [`stats`], [`add_callback`],
+//! [`set_debug`] with [`DebugFlags::SAVEALL`] and [`garbage`], and
+//! objgraph-like [`objects_by_type`] and [`growth`].
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use strata_gc::{Finalize, Gc, Trace};
+//!
+//! #[derive(Trace, Finalize, Default)]
+//! struct Obj(RefCell<Vec<Gc<Obj>>>);
+//!
+//! strata_gc::collect();
+//! let o = Gc::new(Obj::default());
+//! o.0.borrow_mut().push(o.clone()); // self-loop
+//! assert!(strata_gc::is_tracked(&o));
+//! drop(o);
+//! assert_eq!(strata_gc::collect_generation(0), Ok(1));
+//! assert!(strata_gc::collect_generation(3).is_err());
+//! ```
+//!
+//! # Trait objects
+//!
+//! `Gc<dyn Trait>` works for traits with [`DynTrace`] as a supertrait, after
+//! [`impl_dyn_trace!`]; convert with [`Gc::unsize`]. `Box<dyn Trait>` fields
+//! are traced the same way.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+// Lets `#[derive(Trace)]` (which names `::strata_gc`) work inside this crate.
+extern crate self as strata_gc;
+
+mod collector;
+mod gc;
+mod introspect;
+mod trace;
+
+pub use crate::gc::{Gc, GcMut, Weak};
+pub use crate::introspect::{
+    CallbackHandle, CallbackInfo, DebugFlags, GarbageEntry, GenerationStats, Phase,
+};
+pub use crate::trace::{DynTrace, Finalize, Trace, Visitor};
+pub use strata_gc_derive::{Finalize, Trace};
+
+use std::fmt;
+
+/// Number of generations.
+pub const NUM_GENERATIONS: usize = collector::NUM_GENERATIONS;
+
+/// Errors of the control API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcError {
+    /// `collect_generation` was given a generation that does not exist.
+    InvalidGeneration(usize),
+}
+
+impl fmt::Display for GcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcError::InvalidGeneration(g) => write!(
+                f,
+                "invalid generation {g}: strata_gc has generations 0, 1 and 2; \
+                 use 2 (or `collect()`) for a full collection"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GcError {}
+
+/// Run a full collection; returns the number of unreachable objects found.
+///
+/// Returns 0 without collecting when called while a collection is running
+/// (from a finalizer, a `Drop` impl of garbage, or a callback).
+pub fn collect() -> usize {
+    collector::collect(NUM_GENERATIONS - 1)
+}
+
+/// Collect generations `0..=generation`; returns the number of unreachable
+/// objects found.
+///
+/// # Errors
+///
+/// [`GcError::InvalidGeneration`] if `generation > 2`.
+pub fn collect_generation(generation: usize) -> Result<usize, GcError> {
+    if generation >= NUM_GENERATIONS {
+        return Err(GcError::InvalidGeneration(generation));
+    }
+    Ok(collector::collect(generation))
+}
+
+/// Enable automatic collection (the default).
+pub fn enable() {
+    collector::set_enabled(true)
+}
+
+/// Disable automatic collection; [`collect`] still works.
+pub fn disable() {
+    collector::set_enabled(false)
+}
+
+/// Is automatic collection enabled?
+pub fn is_enabled() -> bool {
+    collector::is_enabled()
+}
+
+/// Is a collection running on this thread right now?
+pub fn is_collecting() -> bool {
+    collector::is_collecting()
+}
+
+/// The collection counters `(gen0, gen1, gen2)`: net tracked allocations since
+/// the last collection, and the number of collections of the younger
+/// generation since the last collection of generations 1 and 2.
+pub fn count() -> (usize, usize, usize) {
+    collector::get_count()
+}
+
+/// Alias of [`count`] (Python's `gc.get_count`).
+pub fn get_count() -> (usize, usize, usize) {
+    collector::get_count()
+}
+
+/// The collection thresholds (default `(700, 10, 10)`).
+pub fn threshold() -> (usize, usize, usize) {
+    collector::threshold()
+}
+
+/// Set the collection thresholds; `t0 = 0` disables automatic collection.
+pub fn set_threshold(t0: usize, t1: usize, t2: usize) {
+    collector::set_threshold(t0, t1, t2)
+}
+
+/// Move every tracked object to a permanent generation that is never
+/// collected (Python's `gc.freeze`, e.g. before forking workers).
+pub fn freeze() {
+    collector::freeze()
+}
+
+/// Move the permanent generation back into the oldest generation.
+pub fn unfreeze() {
+    collector::unfreeze()
+}
+
+/// Number of objects in the permanent generation.
+pub fn freeze_count() -> usize {
+    collector::freeze_count()
+}
+
+/// Statistics per generation.
+pub fn stats() -> [GenerationStats; NUM_GENERATIONS] {
+    collector::stats()
+}
+
+/// Register `f` to be called at the start and stop of every collection.
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// let seen = Rc::new(Cell::new(0));
+/// let s = seen.clone();
+/// let h = strata_gc::add_callback(move |_phase, _info| s.set(s.get() + 1));
+/// strata_gc::collect();
+/// assert_eq!(seen.get(), 2);
+/// assert!(h.remove());
+/// ```
+pub fn add_callback(f: impl Fn(Phase, &CallbackInfo) + 'static) -> CallbackHandle {
+    introspect::add_callback(f)
+}
+
+/// Is this `Gc`'s object tracked by the collector (in a generation)?
+pub fn is_tracked<T: ?Sized>(gc: &Gc<T>) -> bool {
+    // SAFETY: `gc` keeps its box alive.
+    gc.node()
+        .is_some_and(|n| unsafe { collector::is_linked(n) })
+}
+
+/// Which generation holds this object: `Some(0..=2)`, `Some(3)` for the
+/// permanent generation, `None` if untracked. Walks the lists: for tests and
+/// debugging.
+pub fn generation_of<T: ?Sized>(gc: &Gc<T>) -> Option<usize> {
+    // SAFETY: `gc` keeps its box alive.
+    gc.node()
+        .and_then(|n| unsafe { collector::generation_of(n) })
+}
+
+/// Number of tracked objects in each generation list.
+pub fn generation_sizes() -> [usize; NUM_GENERATIONS] {
+    collector::generation_sizes()
+}
+
+/// Set the debug flags.
+pub fn set_debug(flags: DebugFlags) {
+    collector::set_debug_flags(flags)
+}
+
+/// The debug flags.
+pub fn debug() -> DebugFlags {
+    collector::debug_flags()
+}
+
+/// Objects kept by [`DebugFlags::SAVEALL`] instead of being freed.
+pub fn garbage() -> Vec<GarbageEntry> {
+    introspect::garbage()
+}
+
+/// Strong handles to the saved garbage objects of type `T`.
+pub fn garbage_of<T: Trace + 'static>() -> Vec<Gc<T>> {
+    introspect::garbage_of::<T>()
+}
+
+/// Release the saved garbage (a later collection frees it); returns how many
+/// objects were released.
+pub fn clear_garbage() -> usize {
+    introspect::clear_garbage()
+}
+
+/// Live tracked objects by type name, most numerous first.
+pub fn objects_by_type() -> Vec<(&'static str, usize)> {
+    introspect::objects_by_type()
+}
+
+/// Change of the live tracked objects per type since the previous call:
+/// `(type name, count now, delta)`, largest increase first.
+pub fn growth() -> Vec<(&'static str, usize, isize)> {
+    introspect::growth()
+}
+
+#[cfg(test)]
+mod tests;

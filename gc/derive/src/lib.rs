@@ -1,1 +1,218 @@
-//! `#[derive(Trace)]` for strata-gc.
+//! `#[derive(Trace)]` and `#[derive(Finalize)]` for strata-gc.
+//!
+//! `#[derive(Trace)]` visits every field (of every enum variant) except those
+//! marked `#[trace(skip)]`, adds a `T: Trace` bound for each type parameter
+//! used by a traced field, and computes `MAY_CONTAIN_GC` as the OR of the
+//! traced fields' constants. A field whose type names the type itself (e.g.
+//! `Vec<Self>`, `Box<Tree>`) counts as "may contain a Gc" so the constant has
+//! no cycle; for mutually recursive types add `#[trace(tracked)]` on the type.
+//!
+//! Skipping a field that does hold a `Gc` is safe: the collector then sees
+//! that `Gc` as an outside reference and never frees its target (a leak at
+//! worst). That is why the derive itself is safe to use.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::visit::Visit;
+use syn::{parse_macro_input, Data, DeriveInput, Fields, Ident, Type};
+
+/// Derives `strata_gc::Trace`. See the crate docs.
+#[proc_macro_derive(Trace, attributes(trace))]
+pub fn derive_trace(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand_trace(&input) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Derives an empty `strata_gc::Finalize` (no finalizer).
+#[proc_macro_derive(Finalize)]
+pub fn derive_finalize(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        impl #impl_generics ::strata_gc::Finalize for #name #ty_generics #where_clause {}
+    }
+    .into()
+}
+
+/// Options of the `#[trace(...)]` attribute.
+#[derive(Default)]
+struct TraceAttr {
+    skip: bool,
+    tracked: bool,
+}
+
+fn parse_attrs(attrs: &[syn::Attribute], on_field: bool) -> syn::Result<TraceAttr> {
+    let mut out = TraceAttr::default();
+    for attr in attrs {
+        if !attr.path().is_ident("trace") {
+            continue;
+        }
+        attr.parse_nested_meta(|meta| {
+            if on_field && meta.path.is_ident("skip") {
+                out.skip = true;
+                Ok(())
+            } else if !on_field && meta.path.is_ident("tracked") {
+                out.tracked = true;
+                Ok(())
+            } else if on_field {
+                Err(meta.error("unknown field option: expected `#[trace(skip)]`"))
+            } else {
+                Err(meta.error("unknown type option: expected `#[trace(tracked)]`"))
+            }
+        })?;
+    }
+    Ok(out)
+}
+
+/// Does `ty` mention one of `idents` (as a path segment)?
+struct Mentions<'a> {
+    idents: &'a [Ident],
+    found: bool,
+}
+
+impl<'ast> Visit<'ast> for Mentions<'_> {
+    fn visit_path_segment(&mut self, seg: &'ast syn::PathSegment) {
+        if self.idents.contains(&seg.ident) {
+            self.found = true;
+        }
+        syn::visit::visit_path_segment(self, seg);
+    }
+}
+
+fn mentions(ty: &Type, idents: &[Ident]) -> bool {
+    let mut m = Mentions {
+        idents,
+        found: false,
+    };
+    m.visit_type(ty);
+    m.found
+}
+
+struct TracedField {
+    ty: Type,
+}
+
+fn expand_trace(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let container = parse_attrs(&input.attrs, false)?;
+    let mut traced: Vec<TracedField> = Vec::new();
+
+    // One match arm per variant (a struct is a single arm).
+    let mut arms = Vec::new();
+    let collect_fields = |fields: &Fields,
+                          path: TokenStream2,
+                          traced: &mut Vec<TracedField>|
+     -> syn::Result<TokenStream2> {
+        let mut calls = Vec::new();
+        let mut pattern_fields = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            let attr = parse_attrs(&f.attrs, true)?;
+            let bind = format_ident!("__field_{}", i);
+            let member = match &f.ident {
+                Some(id) => quote!(#id),
+                None => {
+                    let idx = syn::Index::from(i);
+                    quote!(#idx)
+                }
+            };
+            if attr.skip {
+                continue;
+            }
+            pattern_fields.push(quote!(#member: #bind));
+            calls.push(quote!(::strata_gc::Trace::trace(#bind, __visitor);));
+            traced.push(TracedField { ty: f.ty.clone() });
+        }
+        Ok(quote! {
+            #path { #(#pattern_fields,)* .. } => { #(#calls)* }
+        })
+    };
+
+    match &input.data {
+        Data::Struct(s) => {
+            arms.push(collect_fields(&s.fields, quote!(Self), &mut traced)?);
+        }
+        Data::Enum(e) => {
+            for v in &e.variants {
+                let vname = &v.ident;
+                arms.push(collect_fields(
+                    &v.fields,
+                    quote!(Self::#vname),
+                    &mut traced,
+                )?);
+            }
+        }
+        Data::Union(u) => {
+            return Err(syn::Error::new(
+                u.union_token.span,
+                "Trace cannot be derived for unions: the active field is unknown; \
+                 implement `unsafe impl Trace` by hand",
+            ));
+        }
+    }
+
+    // MAY_CONTAIN_GC: OR over traced fields; self-referential fields count as
+    // `true` to keep the constant free of cycles.
+    let self_idents = [name.clone(), Ident::new("Self", Span::call_site())];
+    let may_terms: Vec<TokenStream2> = traced
+        .iter()
+        .map(|f| {
+            let ty = &f.ty;
+            if mentions(ty, &self_idents) {
+                quote!(true)
+            } else {
+                quote!(<#ty as ::strata_gc::Trace>::MAY_CONTAIN_GC)
+            }
+        })
+        .collect();
+    let may = if container.tracked {
+        quote!(true)
+    } else {
+        quote!(false #(|| #may_terms)*)
+    };
+
+    // Bounds: `P: Trace` for each type parameter used by a traced field.
+    let mut generics = input.generics.clone();
+    let params: Vec<Ident> = generics.type_params().map(|p| p.ident.clone()).collect();
+    {
+        let where_clause = generics.make_where_clause();
+        for p in &params {
+            let used = traced
+                .iter()
+                .any(|f| mentions(&f.ty, std::slice::from_ref(p)));
+            if used {
+                where_clause
+                    .predicates
+                    .push(syn::parse_quote!(#p: ::strata_gc::Trace));
+            }
+        }
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+
+    let body = if arms.is_empty() {
+        // Empty enum: no value exists.
+        quote!(match *self {})
+    } else {
+        quote! {
+            #[allow(unused_variables)]
+            match self { #(#arms)* }
+        }
+    };
+
+    Ok(quote! {
+        // SAFETY: generated: visits each traced field exactly once; fields
+        // marked `#[trace(skip)]` are not visited (which can only leak).
+        #[automatically_derived]
+        unsafe impl #impl_generics ::strata_gc::Trace for #name #ty_generics #where_clause {
+            const MAY_CONTAIN_GC: bool = #may;
+            #[inline]
+            fn trace(&self, __visitor: &mut ::strata_gc::Visitor) {
+                #body
+            }
+        }
+    })
+}

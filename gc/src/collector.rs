@@ -1,0 +1,821 @@
+//! Collector layer: the per-thread generation lists, CPython's trial-deletion
+//! cycle detection (`Python/gc.c`), thresholds and the 25 % rule, promotion of
+//! survivors, freezing, and the PEP 442 destruction order for garbage.
+//!
+//! # Lists
+//!
+//! Every tracked object is in exactly one circular doubly-linked list with a
+//! sentinel head: generation 0, 1 or 2, the permanent (frozen) generation, or
+//! a scratch list of the collection in progress. Sentinels are leaked once
+//! per thread so that objects outliving the thread's other thread-locals can
+//! still unlink themselves.
+//!
+//! # `prev` during a collection
+//!
+//! As in CPython, the `prev` word of every node in the collected set is
+//! reused while no user code can run: bits 3..63 hold `gc_refs`, bit 63 marks
+//! nodes proven reachable, and the low [`PREV_FLAGS`] keep their meaning.
+//! The lists are rebuilt (restoring `prev`) before any user code runs.
+//!
+//! # Destruction order (PEP 442)
+//!
+//! 1. take a strong reference to every unreachable object (so nothing in the
+//!    set is freed while user code runs), mark weak references dead;
+//! 2. run `Finalize::finalize` once per object (flag `FINALIZED`);
+//! 3. re-run trial deletion inside the set: objects a finalizer made
+//!    reachable again are resurrected into the old generation;
+//! 4. mark the rest `DROPPED`, drop their values (boxes stay allocated so
+//!    cycles break safely), then release our strong references, which frees
+//!    the boxes nobody else holds.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::ptr;
+use std::time::Instant;
+
+use crate::gc::{
+    acquire_strong_node, links, node_counts, release_strong_node, Links, NodePtr, NodeVTable,
+    DROPPED, FINALIZED, MUT_BORROWED, NO_UPGRADE, PERSISTENT_FLAGS, PREV_FLAGS, STRONG_MASK,
+};
+use crate::introspect::{self, CallbackInfo, DebugFlags, GenerationStats, Phase};
+use crate::trace::{VisitMode, Visitor};
+
+/// Number of generations (as in CPython).
+pub(crate) const NUM_GENERATIONS: usize = 3;
+/// CPython's default thresholds: 700 net allocations of tracked objects
+/// trigger a generation-0 collection; every 10 of those a generation-1 one;
+/// every 10 of those a full one (subject to the 25 % rule).
+pub(crate) const DEFAULT_THRESHOLDS: [usize; NUM_GENERATIONS] = [700, 10, 10];
+
+/// `prev` bit: the node is in the set being collected.
+const COLLECTING: usize = 0b100;
+/// `prev` bit (collection only): the node was proven reachable.
+const REACHABLE: usize = 1 << (usize::BITS - 1);
+/// `prev` shift of `gc_refs` during a collection.
+const REFS_SHIFT: u32 = 3;
+/// `prev` mask of `gc_refs` during a collection.
+const REFS_MASK: usize = !(REACHABLE | PREV_FLAGS);
+
+struct Generation {
+    head: Links,
+    threshold: Cell<usize>,
+    count: Cell<usize>,
+}
+
+impl Generation {
+    const fn new(threshold: usize) -> Self {
+        Generation {
+            head: sentinel(),
+            threshold: Cell::new(threshold),
+            count: Cell::new(0),
+        }
+    }
+}
+
+/// Per-thread collector state. Only `Cell`s of `Copy` data, const
+/// initialised and without a destructor: it is usable at any point of thread
+/// teardown, and never borrowed across user code.
+pub(crate) struct Core {
+    gens: [Generation; NUM_GENERATIONS],
+    permanent: Links,
+    unreachable: Links,
+    resurrected: Links,
+    enabled: Cell<bool>,
+    collecting: Cell<bool>,
+    debug: Cell<DebugFlags>,
+    long_lived_total: Cell<usize>,
+    long_lived_pending: Cell<usize>,
+    stats: Cell<[GenerationStats; NUM_GENERATIONS]>,
+}
+
+thread_local! {
+    static CORE: Core = const {
+        Core {
+            gens: [
+                Generation::new(DEFAULT_THRESHOLDS[0]),
+                Generation::new(DEFAULT_THRESHOLDS[1]),
+                Generation::new(DEFAULT_THRESHOLDS[2]),
+            ],
+            permanent: sentinel(),
+            unreachable: sentinel(),
+            resurrected: sentinel(),
+            enabled: Cell::new(true),
+            collecting: Cell::new(false),
+            debug: Cell::new(DebugFlags::empty()),
+            long_lived_total: Cell::new(0),
+            long_lived_pending: Cell::new(0),
+            stats: Cell::new([GenerationStats::ZERO; NUM_GENERATIONS]),
+        }
+    };
+}
+
+/// Vtable of list sentinels; never called (sentinels are skipped by walks).
+const SENTINEL_VTABLE: NodeVTable = NodeVTable {
+    trace: sentinel_trace,
+    finalize: sentinel_node_op,
+    drop_value: sentinel_node_op,
+    dealloc: sentinel_node_op,
+    type_name: || "<sentinel>",
+    type_id: std::any::TypeId::of::<()>,
+    value_offset: 0,
+};
+
+/// # Safety
+///
+/// Never called; exists to fill the sentinel vtable.
+unsafe fn sentinel_trace(_: NodePtr, _: &mut Visitor) {}
+
+/// # Safety
+///
+/// Never called; exists to fill the sentinel vtable.
+unsafe fn sentinel_node_op(_: NodePtr) {}
+
+/// An uninitialised sentinel; [`head`] links it to itself on first use.
+const fn sentinel() -> Links {
+    Links {
+        prev: Cell::new(ptr::null()),
+        next: Cell::new(ptr::null()),
+        vtable: &SENTINEL_VTABLE,
+    }
+}
+
+/// The sentinel `l` as a list head (an empty list the first time). Sentinels
+/// live in the thread-local `Core`, which has no destructor, so they stay
+/// valid until the thread's storage is gone.
+fn head(l: &Links) -> NodePtr {
+    let p: NodePtr = l;
+    if l.next.get().is_null() {
+        l.next.set(p);
+        l.prev.set(p);
+    }
+    p
+}
+
+impl Core {
+    fn gen_head(&self, g: usize) -> NodePtr {
+        head(&self.gens[g].head)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// List primitives (valid only while `prev` holds addresses)
+// ---------------------------------------------------------------------------
+
+/// # Safety
+///
+/// `n` is a live node whose `prev` holds an address.
+unsafe fn prev_of(n: NodePtr) -> NodePtr {
+    // SAFETY: guaranteed by the caller.
+    let p = unsafe { links(n) }.prev.get();
+    p.wrapping_byte_sub(p as usize & PREV_FLAGS)
+}
+
+/// # Safety
+///
+/// `n` is a live node.
+unsafe fn set_prev(n: NodePtr, p: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    let l = unsafe { links(n) };
+    l.prev
+        .set(p.wrapping_byte_add(l.prev_bits() & PERSISTENT_FLAGS));
+}
+
+/// # Safety
+///
+/// `head` is a sentinel of a valid list; `n` is a live node in no list.
+unsafe fn push_back(head: NodePtr, n: NodePtr) {
+    // SAFETY: guaranteed by the caller; all touched nodes are live.
+    unsafe {
+        let last = prev_of(head);
+        set_prev(n, last);
+        links(n).next.set(head);
+        links(last).next.set(n);
+        set_prev(head, n);
+    }
+}
+
+/// # Safety
+///
+/// `n` is a live node in a valid list.
+unsafe fn unlink(n: NodePtr) {
+    // SAFETY: guaranteed by the caller; neighbours are live list members.
+    unsafe {
+        let p = prev_of(n);
+        let nx = links(n).next.get();
+        links(p).next.set(nx);
+        set_prev(nx, p);
+        links(n).next.set(ptr::null());
+        set_prev(n, ptr::null());
+    }
+}
+
+/// # Safety
+///
+/// `h` is a live sentinel.
+unsafe fn is_empty(h: NodePtr) -> bool {
+    // SAFETY: guaranteed by the caller.
+    ptr::eq(unsafe { links(h) }.next.get(), h)
+}
+
+/// Move every node of list `from` to the end of list `to`.
+///
+/// # Safety
+///
+/// Both are sentinels of valid lists.
+unsafe fn merge(from: NodePtr, to: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if is_empty(from) {
+            return;
+        }
+        let first = links(from).next.get();
+        let last = prev_of(from);
+        let tail = prev_of(to);
+        links(tail).next.set(first);
+        set_prev(first, tail);
+        links(last).next.set(to);
+        set_prev(to, last);
+        links(from).next.set(from);
+        set_prev(from, from);
+    }
+}
+
+/// # Safety
+///
+/// `h` is a sentinel of a valid list.
+unsafe fn len(h: NodePtr) -> usize {
+    let mut n = 0;
+    // SAFETY: guaranteed by the caller; walking `next` visits live nodes.
+    unsafe {
+        let mut p = links(h).next.get();
+        while !ptr::eq(p, h) {
+            n += 1;
+            p = links(p).next.get();
+        }
+    }
+    n
+}
+
+/// Call `f` on every node of list `h`.
+///
+/// # Safety
+///
+/// `h` is a sentinel of a valid list and `f` does not change the list.
+unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let mut p = links(h).next.get();
+        while !ptr::eq(p, h) {
+            let next = links(p).next.get();
+            f(p);
+            p = next;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hooks used by the pointer layer
+// ---------------------------------------------------------------------------
+
+/// Count one more tracked allocation in generation 0 and collect if the
+/// thresholds say so. Called before the new object exists.
+pub(crate) fn before_tracked_alloc() {
+    CORE.with(|core| {
+        let g0 = &core.gens[0];
+        let count = g0.count.get() + 1;
+        g0.count.set(count);
+        let t = g0.threshold.get();
+        if count > t && t != 0 && core.enabled.get() && !core.collecting.get() {
+            collect_generations(core);
+        }
+    });
+}
+
+/// Link a freshly allocated tracked object into generation 0.
+///
+/// # Safety
+///
+/// `node` is a live, initialised tracked box in no list.
+pub(crate) unsafe fn track_new(node: NodePtr) {
+    // SAFETY: generation 0 is a valid list whenever user code can run.
+    CORE.with(|core| unsafe { push_back(core.gen_head(0), node) });
+}
+
+/// Remove a tracked object from whatever list holds it (if any).
+///
+/// # Safety
+///
+/// `node` is a live tracked box; no collection phase that reuses `prev` is
+/// running (true whenever user code runs).
+pub(crate) unsafe fn untrack(node: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if links(node).next.get().is_null() {
+            return;
+        }
+        unlink(node);
+    }
+    CORE.with(|core| {
+        let g0 = &core.gens[0];
+        g0.count.set(g0.count.get().saturating_sub(1));
+    });
+}
+
+/// Is `node` in a generation list?
+///
+/// # Safety
+///
+/// `node` is a live tracked box.
+pub(crate) unsafe fn is_linked(node: NodePtr) -> bool {
+    // SAFETY: guaranteed by the caller.
+    !unsafe { links(node) }.next.get().is_null()
+}
+
+// ---------------------------------------------------------------------------
+// Trial deletion
+// ---------------------------------------------------------------------------
+
+#[inline]
+fn refs_of(prev: usize) -> usize {
+    (prev & REFS_MASK) >> REFS_SHIFT
+}
+
+/// Visitor callback: `child` is referenced from a node of the collected set.
+///
+/// # Safety
+///
+/// `child` is a live tracked node.
+pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    let l = unsafe { links(child) };
+    let p = l.prev_bits();
+    if p & COLLECTING == 0 {
+        return;
+    }
+    match mode {
+        VisitMode::SubtractRefs => {
+            debug_assert!(
+                refs_of(p) > 0,
+                "gc_refs underflow: a Trace impl over-reports"
+            );
+            if refs_of(p) > 0 {
+                l.set_prev_bits(p - (1 << REFS_SHIFT));
+            }
+        }
+        VisitMode::MarkReachable(stack) => {
+            if p & REACHABLE == 0 {
+                l.set_prev_bits(p | REACHABLE);
+                stack.push(child);
+            }
+        }
+    }
+}
+
+/// Phase 1: `gc_refs = strong - hold` for every node, flag as collecting.
+///
+/// # Safety
+///
+/// `h` is a valid list; from here until [`partition`] no user code may run.
+unsafe fn update_refs(h: NodePtr, hold: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        for_each(h, |n| {
+            let strong = (node_counts(n).get() & STRONG_MASK) - hold;
+            let l = links(n);
+            l.set_prev_bits(
+                ((strong as usize) << REFS_SHIFT) | (l.prev_bits() & PERSISTENT_FLAGS) | COLLECTING,
+            );
+        })
+    }
+}
+
+/// Phase 2: subtract references internal to the set.
+///
+/// # Safety
+///
+/// After [`update_refs`] on `h`.
+unsafe fn subtract_refs(h: NodePtr) {
+    let mut v = Visitor::new(VisitMode::SubtractRefs);
+    // SAFETY: guaranteed by the caller; values of listed nodes are alive and
+    // nodes with a live GcMut guard are skipped.
+    unsafe {
+        for_each(h, |n| {
+            let l = links(n);
+            if l.prev_bits() & MUT_BORROWED == 0 {
+                (l.vtable.trace)(n, &mut v);
+            }
+        })
+    }
+}
+
+/// Phase 3: everything with `gc_refs > 0` is referenced from outside; mark it
+/// and everything reachable from it (explicit stack, no recursion).
+///
+/// # Safety
+///
+/// After [`subtract_refs`] on `h`.
+unsafe fn mark_reachable(h: NodePtr) {
+    let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
+    // SAFETY: guaranteed by the caller; as in subtract_refs.
+    unsafe {
+        for_each(h, |n| {
+            let l = links(n);
+            let p = l.prev_bits();
+            if refs_of(p) == 0 || p & REACHABLE != 0 {
+                return;
+            }
+            l.set_prev_bits(p | REACHABLE);
+            let mut next = Some(n);
+            while let Some(m) = next {
+                let lm = links(m);
+                if lm.prev_bits() & MUT_BORROWED == 0 {
+                    (lm.vtable.trace)(m, &mut v);
+                }
+                next = match &mut v.mode {
+                    VisitMode::MarkReachable(stack) => stack.pop(),
+                    VisitMode::SubtractRefs => None,
+                };
+            }
+        })
+    }
+}
+
+/// Phase 4: rebuild lists: reachable nodes go back to `h`, the others to
+/// `unreachable`. Restores `prev` addresses and clears collection bits.
+///
+/// # Safety
+///
+/// After [`mark_reachable`] on `h`; `unreachable` is a valid list.
+unsafe fn partition(h: NodePtr, unreachable: NodePtr) {
+    // SAFETY: guaranteed by the caller. `next` links of the detached chain are
+    // read before each node is relinked; the chain ends at `h`.
+    unsafe {
+        let mut p = links(h).next.get();
+        let lh = links(h);
+        lh.next.set(h);
+        lh.prev.set(h);
+        while !ptr::eq(p, h) {
+            let l = links(p);
+            let next = l.next.get();
+            let prev = l.prev_bits();
+            l.set_prev_bits(prev & PERSISTENT_FLAGS);
+            push_back(
+                if prev & REACHABLE != 0 {
+                    h
+                } else {
+                    unreachable
+                },
+                p,
+            );
+            p = next;
+        }
+    }
+}
+
+/// Trial deletion over list `h`: afterwards `h` holds the reachable nodes and
+/// `unreachable` the garbage. `hold` is subtracted from every strong count.
+///
+/// # Safety
+///
+/// Both are valid lists; the values of all nodes in `h` are alive.
+unsafe fn find_unreachable(h: NodePtr, unreachable: NodePtr, hold: u64) {
+    // SAFETY: guaranteed by the caller; no user code runs in between.
+    unsafe {
+        update_refs(h, hold);
+        subtract_refs(h);
+        mark_reachable(h);
+        partition(h, unreachable);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Collection driver
+// ---------------------------------------------------------------------------
+
+/// Keeps the first panic raised by user code during a collection.
+#[derive(Default)]
+pub(crate) struct PanicSlot(Option<Box<dyn Any + Send>>);
+
+impl PanicSlot {
+    pub(crate) fn run(&mut self, f: impl FnOnce()) {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            if self.0.is_none() {
+                self.0 = Some(p);
+            }
+        }
+    }
+}
+
+/// CPython's `gc_collect_generations`: collect the oldest generation whose
+/// count exceeds its threshold, skipping full collections while fewer than
+/// 25 % of the long-lived objects are new since the last full one.
+fn collect_generations(core: &Core) -> usize {
+    for g in (0..NUM_GENERATIONS).rev() {
+        let gen = &core.gens[g];
+        if gen.count.get() > gen.threshold.get() {
+            if g == NUM_GENERATIONS - 1
+                && core.long_lived_pending.get() < core.long_lived_total.get() / 4
+            {
+                continue;
+            }
+            return collect_with_callbacks(core, g);
+        }
+    }
+    0
+}
+
+/// Run a collection of generation `g` (and younger), with callbacks; returns
+/// the number of unreachable objects found. Does nothing (returns 0) while a
+/// collection is already running.
+pub(crate) fn collect(g: usize) -> usize {
+    CORE.with(|core| collect_with_callbacks(core, g))
+}
+
+fn collect_with_callbacks(core: &Core, g: usize) -> usize {
+    if core.collecting.replace(true) {
+        return 0;
+    }
+    let mut panics = PanicSlot::default();
+    let mut info = CallbackInfo {
+        generation: g,
+        collected: 0,
+        uncollectable: 0,
+    };
+    introspect::invoke_callbacks(Phase::Start, &info, &mut panics);
+    let start = Instant::now();
+    let (collected, uncollectable) = collect_main(core, g, &mut panics);
+    let elapsed = start.elapsed();
+    let mut stats = core.stats.get();
+    stats[g].collections += 1;
+    stats[g].collected += collected;
+    stats[g].uncollectable += uncollectable;
+    stats[g].duration += elapsed;
+    core.stats.set(stats);
+    if core.debug.get().contains(DebugFlags::STATS) {
+        eprintln!(
+            "strata_gc: done, {collected} unreachable, {uncollectable} uncollectable, {:.4}s elapsed",
+            elapsed.as_secs_f64()
+        );
+    }
+    info.collected = collected;
+    info.uncollectable = uncollectable;
+    introspect::invoke_callbacks(Phase::Stop, &info, &mut panics);
+    core.collecting.set(false);
+    if let Some(p) = panics.0 {
+        std::panic::resume_unwind(p);
+    }
+    collected
+}
+
+/// CPython's `gc_collect_main`; returns (unreachable found, saved by SAVEALL).
+fn collect_main(core: &Core, g: usize, panics: &mut PanicSlot) -> (usize, usize) {
+    let debug = core.debug.get();
+    if debug.contains(DebugFlags::STATS) {
+        let (a, b, c) = counts(core);
+        eprintln!("strata_gc: collecting generation {g}...");
+        eprintln!("strata_gc: objects in each generation: {a} {b} {c}");
+    }
+    if g + 1 < NUM_GENERATIONS {
+        let next = &core.gens[g + 1];
+        next.count.set(next.count.get() + 1);
+    }
+    for gen in &core.gens[..=g] {
+        gen.count.set(0);
+    }
+    let young = core.gen_head(g);
+    let old = if g + 1 < NUM_GENERATIONS {
+        core.gen_head(g + 1)
+    } else {
+        young
+    };
+    let unreachable = head(&core.unreachable);
+    let resurrected = head(&core.resurrected);
+    // SAFETY: all lists are valid (no collection is running, user code is not
+    // running inside this function until `partition` has rebuilt the lists).
+    unsafe {
+        for i in 0..g {
+            merge(core.gen_head(i), young);
+        }
+        find_unreachable(young, unreachable, 0);
+        if !ptr::eq(young, old) {
+            if g == NUM_GENERATIONS - 2 {
+                core.long_lived_pending
+                    .set(core.long_lived_pending.get() + len(young));
+            }
+            merge(young, old);
+        } else {
+            core.long_lived_pending.set(0);
+            core.long_lived_total.set(len(young));
+        }
+    }
+    // SAFETY: `unreachable` is a valid list of live nodes.
+    let found = unsafe { len(unreachable) };
+    if found == 0 {
+        return (0, 0);
+    }
+    // SAFETY: every node in `unreachable` is live; holding a strong
+    // reference keeps each one allocated and in this list while user code
+    // runs (only a strong count reaching 0 or try_unwrap, which needs
+    // strong == 1, unlinks a node).
+    unsafe {
+        for_each(unreachable, |n| {
+            acquire_strong_node(n);
+            let c = node_counts(n);
+            c.set(c.get() | NO_UPGRADE);
+        });
+    }
+    if debug.contains(DebugFlags::SAVEALL) {
+        let mut saved = 0;
+        // SAFETY: as above; each hold is handed over to the garbage list.
+        unsafe {
+            for_each(unreachable, |n| {
+                introspect::save_garbage(n);
+                saved += 1;
+            });
+            merge(unreachable, old);
+        }
+        return (found, saved);
+    }
+    // Finalizers: the graph is fully intact.
+    // SAFETY: nodes stay in `unreachable` (see above); `FINALIZED` guarantees
+    // at most one call per object; the values are alive.
+    unsafe {
+        for_each(unreachable, |n| {
+            let l = links(n);
+            if l.prev_bits() & FINALIZED == 0 {
+                l.set_prev_bits(l.prev_bits() | FINALIZED);
+                panics.run(|| (l.vtable.finalize)(n));
+            }
+        });
+    }
+    // Re-check reachability: finalizers may have resurrected objects.
+    // SAFETY: no user code runs during find_unreachable; each node in
+    // `unreachable` carries our hold of 1.
+    unsafe {
+        find_unreachable(unreachable, resurrected, 1);
+        // Now `unreachable` holds the resurrected objects and `resurrected`
+        // the final garbage; swap roles via names below.
+        let survivors = unreachable;
+        let garbage = resurrected;
+        for_each(survivors, |n| {
+            let c = node_counts(n);
+            debug_assert!(c.get() & STRONG_MASK > 1);
+            c.set(c.get() - 1);
+        });
+        merge(survivors, old);
+        // Drop values first (all boxes stay allocated), then free boxes.
+        for_each(garbage, |n| {
+            let c = node_counts(n);
+            c.set(c.get() | DROPPED);
+        });
+        for_each(garbage, |n| {
+            panics.run(|| (links(n).vtable.drop_value)(n));
+        });
+        while !is_empty(garbage) {
+            let n = links(garbage).next.get();
+            unlink(n);
+            release_strong_node(n);
+        }
+    }
+    (found, 0)
+}
+
+// ---------------------------------------------------------------------------
+// Control API
+// ---------------------------------------------------------------------------
+
+fn counts(core: &Core) -> (usize, usize, usize) {
+    (
+        core.gens[0].count.get(),
+        core.gens[1].count.get(),
+        core.gens[2].count.get(),
+    )
+}
+
+pub(crate) fn get_count() -> (usize, usize, usize) {
+    CORE.with(counts)
+}
+
+pub(crate) fn set_enabled(on: bool) {
+    CORE.with(|c| c.enabled.set(on));
+}
+
+pub(crate) fn is_enabled() -> bool {
+    CORE.with(|c| c.enabled.get())
+}
+
+pub(crate) fn is_collecting() -> bool {
+    CORE.with(|c| c.collecting.get())
+}
+
+pub(crate) fn threshold() -> (usize, usize, usize) {
+    CORE.with(|c| {
+        (
+            c.gens[0].threshold.get(),
+            c.gens[1].threshold.get(),
+            c.gens[2].threshold.get(),
+        )
+    })
+}
+
+pub(crate) fn set_threshold(t0: usize, t1: usize, t2: usize) {
+    CORE.with(|c| {
+        c.gens[0].threshold.set(t0);
+        c.gens[1].threshold.set(t1);
+        c.gens[2].threshold.set(t2);
+    });
+}
+
+pub(crate) fn debug_flags() -> DebugFlags {
+    CORE.with(|c| c.debug.get())
+}
+
+pub(crate) fn set_debug_flags(f: DebugFlags) {
+    CORE.with(|c| c.debug.set(f));
+}
+
+pub(crate) fn stats() -> [GenerationStats; NUM_GENERATIONS] {
+    CORE.with(|c| c.stats.get())
+}
+
+/// Move every tracked object into the permanent generation.
+pub(crate) fn freeze() {
+    CORE.with(|core| {
+        let perm = head(&core.permanent);
+        for g in 0..NUM_GENERATIONS {
+            // SAFETY: generation lists and the permanent list are valid
+            // whenever user code runs (a collection from a finalizer only
+            // touches its own scratch lists at that point).
+            unsafe { merge(core.gen_head(g), perm) };
+        }
+        core.gens[0].count.set(0);
+    });
+}
+
+/// Move the permanent generation back into the oldest generation.
+pub(crate) fn unfreeze() {
+    CORE.with(|core| {
+        let perm = head(&core.permanent);
+        // SAFETY: as in `freeze`.
+        unsafe { merge(perm, core.gen_head(NUM_GENERATIONS - 1)) };
+    });
+}
+
+pub(crate) fn freeze_count() -> usize {
+    // SAFETY: the permanent list is valid whenever user code runs.
+    CORE.with(|core| unsafe { len(head(&core.permanent)) })
+}
+
+/// Call `f` on every tracked object in the generations and the permanent
+/// generation (not on objects of a collection in progress).
+pub(crate) fn for_each_tracked(mut f: impl FnMut(NodePtr)) {
+    CORE.with(|core| {
+        for g in 0..NUM_GENERATIONS {
+            // SAFETY: lists are valid whenever user code runs, and `f` is
+            // crate code that does not modify them.
+            unsafe { for_each(core.gen_head(g), &mut f) };
+        }
+        // SAFETY: as above.
+        unsafe { for_each(head(&core.permanent), &mut f) };
+    });
+}
+
+/// Number of objects in each generation list (not the allocation counters).
+pub(crate) fn generation_sizes() -> [usize; NUM_GENERATIONS] {
+    // SAFETY: lists are valid whenever user code runs.
+    CORE.with(|core| std::array::from_fn(|g| unsafe { len(core.gen_head(g)) }))
+}
+
+/// Which generation list (0..3, or 3 = permanent) holds `node`, if any.
+///
+/// # Safety
+///
+/// `node` is a live tracked box.
+pub(crate) unsafe fn generation_of(node: NodePtr) -> Option<usize> {
+    // SAFETY: guaranteed by the caller.
+    if !unsafe { is_linked(node) } {
+        return None;
+    }
+    CORE.with(|core| {
+        let mut found = None;
+        for g in 0..=NUM_GENERATIONS {
+            let h = if g < NUM_GENERATIONS {
+                core.gen_head(g)
+            } else {
+                head(&core.permanent)
+            };
+            // SAFETY: lists are valid whenever user code runs.
+            unsafe {
+                for_each(h, |n| {
+                    if ptr::eq(n, node) {
+                        found = Some(g);
+                    }
+                })
+            };
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    })
+}

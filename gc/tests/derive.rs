@@ -1,0 +1,138 @@
+//! `#[derive(Trace, Finalize)]`: generics, enums, skip, recursion, and
+//! compile-fail cases (trybuild).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+
+use strata_gc::{collect, Finalize, Gc, Trace};
+
+#[derive(Trace, Finalize)]
+struct Plain {
+    a: u32,
+    b: String,
+}
+
+#[derive(Trace, Finalize)]
+struct Generic<T, U> {
+    item: T,
+    #[trace(skip)]
+    _marker: PhantomData<U>,
+}
+
+/// `U` is only used by a skipped field, so it needs no `Trace` bound.
+struct NotTrace;
+
+#[derive(Trace, Finalize)]
+enum Tree<T> {
+    Leaf(T),
+    Node {
+        left: Gc<Tree<T>>,
+        right: Gc<Tree<T>>,
+    },
+    Empty,
+}
+
+#[derive(Trace, Finalize)]
+struct Owned {
+    kids: Vec<Owned>,
+    boxed: Option<Box<Owned>>,
+}
+
+#[derive(Trace, Finalize)]
+#[trace(tracked)]
+struct MutualA(Vec<MutualB>);
+
+#[derive(Trace, Finalize)]
+#[trace(tracked)]
+struct MutualB(Vec<MutualA>);
+
+#[derive(Trace, Finalize)]
+struct Unit;
+
+#[derive(Trace, Finalize)]
+struct Cyclic {
+    edges: RefCell<VecDeque<Gc<Cyclic>>>,
+    by_name: RefCell<BTreeMap<String, Gc<Cyclic>>>,
+    tuple: (u8, Option<Gc<Cyclic>>),
+}
+
+// MAY_CONTAIN_GC is computed at compile time; checked at compile time.
+const _: () = {
+    assert!(!Plain::MAY_CONTAIN_GC);
+    assert!(!Generic::<u8, NotTrace>::MAY_CONTAIN_GC);
+    assert!(Generic::<Gc<u8>, NotTrace>::MAY_CONTAIN_GC);
+    assert!(Tree::<u8>::MAY_CONTAIN_GC);
+    assert!(
+        Owned::MAY_CONTAIN_GC,
+        "self-referential fields count as tracked"
+    );
+    assert!(MutualA::MAY_CONTAIN_GC && MutualB::MAY_CONTAIN_GC);
+    assert!(!Unit::MAY_CONTAIN_GC);
+    assert!(Cyclic::MAY_CONTAIN_GC);
+};
+
+#[test]
+fn may_contain_gc_is_computed() {
+    let p = Gc::new(Plain {
+        a: 1,
+        b: "x".into(),
+    });
+    assert!(!strata_gc::is_tracked(&p));
+    assert_eq!(p.a + p.b.len() as u32, 2);
+    let g = Gc::new(Generic::<u8, NotTrace> {
+        item: 3,
+        _marker: PhantomData,
+    });
+    assert_eq!(g.item, 3);
+    let _ = Gc::new(Unit);
+    let o = Gc::new(Owned {
+        kids: vec![],
+        boxed: None,
+    });
+    assert!(o.kids.is_empty() && o.boxed.is_none());
+    let _ = Gc::new(MutualA(vec![MutualB(vec![])]));
+}
+
+#[test]
+fn enum_tree_traced() {
+    collect();
+    let leaf = Gc::new(Tree::Leaf(1_u32));
+    let t = Gc::new(Tree::Node {
+        left: leaf.clone(),
+        right: leaf,
+    });
+    if let Tree::Node { left, right } = &*t {
+        assert!(Gc::ptr_eq(left, right));
+    }
+    let _ = Gc::new(Tree::<u32>::Empty);
+    drop(t);
+    assert_eq!(collect(), 0);
+}
+
+#[test]
+fn struct_with_many_containers_cycles() {
+    collect();
+    let c = Gc::new(Cyclic {
+        edges: RefCell::new(VecDeque::new()),
+        by_name: RefCell::new(BTreeMap::new()),
+        tuple: (0, None),
+    });
+    let d = Gc::new(Cyclic {
+        edges: RefCell::new(VecDeque::new()),
+        by_name: RefCell::new(BTreeMap::new()),
+        tuple: (1, Some(c.clone())),
+    });
+    c.edges.borrow_mut().push_back(d.clone());
+    c.by_name.borrow_mut().insert("self".into(), c.clone());
+    assert_eq!(d.tuple.0, 1);
+    drop((c, d));
+    assert_eq!(collect(), 2);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn compile_fail() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
