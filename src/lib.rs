@@ -163,6 +163,82 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
     }
 }
 
+/// Allocation for C-style interfaces (`malloc`, `free`, `realloc`), where
+/// freeing gets no size: a block's size class is found from its pool or
+/// header, as [`usable_size`] does. The `capi` crate builds `libstrata.so`
+/// on these.
+pub mod raw {
+    use super::*;
+
+    /// A block of at least `size` bytes (at least 1) aligned to `align` (a
+    /// power of two); null when out of memory or when the size overflows.
+    pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        let size = size.max(1);
+        let Ok(layout) = Layout::from_size_align(size, align) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: the layout has a non-zero size.
+        unsafe {
+            if zeroed {
+                Strata.alloc_zeroed(layout)
+            } else {
+                Strata.alloc(layout)
+            }
+        }
+    }
+
+    /// Frees `ptr` (null is allowed and ignored).
+    ///
+    /// # Safety
+    /// `ptr` must be null or a live block of this allocator.
+    pub unsafe fn free(ptr: *mut u8) {
+        if ptr.is_null() {
+            return;
+        }
+        // SAFETY: a live block (caller).
+        unsafe {
+            if large::is_large(ptr) {
+                large::free(ptr);
+            } else {
+                heap::with_heap(|heap| heap.free(ptr));
+            }
+        }
+    }
+
+    /// Resizes `ptr` to `new_size` bytes (at least 1) keeping its contents
+    /// and at least 16-byte alignment; null (with `ptr` untouched) when out
+    /// of memory. A null `ptr` allocates.
+    ///
+    /// # Safety
+    /// `ptr` must be null or a live block of this allocator.
+    pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+        if ptr.is_null() {
+            return alloc(new_size, 16, false);
+        }
+        let new_size = new_size.max(1);
+        // SAFETY: a live block (caller).
+        let (is_large, usable) = unsafe { (large::is_large(ptr), usable_size(ptr)) };
+        let stays_small = class_for(new_size, 16).is_some();
+        if !is_large && stays_small && new_size <= usable && new_size >= usable / 2 {
+            return ptr;
+        }
+        if is_large && !stays_small {
+            // SAFETY: a live large block.
+            return unsafe { large::realloc(ptr, new_size) };
+        }
+        let new = alloc(new_size, 16, false);
+        if !new.is_null() {
+            // SAFETY: both blocks are live and disjoint; `usable` bytes of
+            // the old block are readable.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, usable.min(new_size));
+                free(ptr);
+            }
+        }
+        new
+    }
+}
+
 /// A snapshot of the allocator's memory: per size class, arenas, pools,
 /// large blocks, committed and returned bytes, RSS.
 pub fn stats() -> Stats {

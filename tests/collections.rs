@@ -162,3 +162,28 @@ fn huge_requests_fail_with_null() {
     let p = unsafe { Strata.alloc(layout) };
     assert!(p.is_null());
 }
+
+#[test]
+fn raw_api_frees_without_a_size() {
+    use strata_alloc::raw;
+    // SAFETY: every block is live until freed once.
+    unsafe {
+        raw::free(std::ptr::null_mut());
+        let mut p = raw::alloc(0, 16, false);
+        assert!(!p.is_null());
+        *p = 42;
+        for size in [24, 500, 100_000, 3 << 20, 70, 1] {
+            p = raw::realloc(p, size);
+            assert!(!p.is_null());
+            assert_eq!(*p, 42, "contents kept through realloc to {size}");
+            assert!(strata_alloc::usable_size(p) >= size);
+        }
+        raw::free(p);
+        let z = raw::alloc(5000, 64, true);
+        assert_eq!(z as usize % 64, 0);
+        assert!(std::slice::from_raw_parts(z, 5000).iter().all(|&b| b == 0));
+        raw::free(z);
+        let q = raw::realloc(std::ptr::null_mut(), 10);
+        raw::free(q);
+    }
+}
