@@ -65,6 +65,7 @@ pub(crate) struct Arena {
 const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 
 /// A run of slots handed out to become a pool.
+#[derive(Clone, Copy)]
 pub(crate) struct SlotRun {
     pub arena: *mut Arena,
     pub first: usize,
@@ -223,7 +224,19 @@ impl Registry {
 
     /// Hands out `count` consecutive free slots (1..=16), mapping a new
     /// arena if none has room. Returns `None` when the OS refuses memory.
+    #[cfg(any(test, loom))]
     pub(crate) fn acquire(&self, count: usize) -> Option<SlotRun> {
+        self.acquire_with(count, |run| *run)
+    }
+
+    /// Like [`Registry::acquire`], running `init` on the run before the
+    /// lock is released, so [`Registry::for_each_pool`] never sees a slot
+    /// run whose pool metadata is not written yet.
+    pub(crate) fn acquire_with<R>(
+        &self,
+        count: usize,
+        init: impl FnOnce(&SlotRun) -> R,
+    ) -> Option<R> {
         debug_assert!((1..SLOTS_PER_ARENA).contains(&count));
         let run = self.with_state(|state| {
             let mut best: *mut Arena = ptr::null_mut();
@@ -261,11 +274,11 @@ impl Registry {
             for slot in first..first + count {
                 a.slot_head[slot] = first as u8;
             }
-            Some(SlotRun {
+            Some(init(&SlotRun {
                 arena: best,
                 first,
                 count,
-            })
+            }))
         });
         if run.is_none() {
             os::write_stderr(b"strata-alloc: the OS refused a new arena (out of memory)\n");
@@ -354,7 +367,10 @@ impl Registry {
                         if a.free_slots == ALL_POOL_SLOTS {
                             Self::unmap_arena(state, arena, &self.mapped_bytes);
                         } else {
-                            state.purged_bytes += Self::decommit_dirty(a);
+                            // The raw list pointer, not `a`: its provenance
+                            // covers the whole arena, a `&mut Arena` only the
+                            // header (Miri: Stacked Borrows).
+                            state.purged_bytes += Self::decommit_dirty(arena);
                         }
                     } else {
                         next_deadline = next_deadline.min(a.last_release_ms + delay);
@@ -371,20 +387,23 @@ impl Registry {
         });
     }
 
-    /// Decommits every run of dirty slots; returns the bytes decommitted.
-    fn decommit_dirty(a: &mut Arena) -> usize {
-        let mut dirty = a.dirty_slots;
+    /// Decommits every run of dirty slots of `arena` (listed, registry lock
+    /// held); returns the bytes decommitted.
+    fn decommit_dirty(arena: *mut Arena) -> usize {
+        // SAFETY: listed arenas are mapped; we hold the lock.
+        let mut dirty = unsafe { (*arena).dirty_slots };
         let mut bytes = 0;
         while dirty != 0 {
             let first = dirty.trailing_zeros() as usize;
             let len = (!(dirty >> first)).trailing_zeros() as usize;
-            let base = (a as *mut Arena).cast::<u8>();
-            // SAFETY: the run is free (no live block) and inside the arena.
-            unsafe { os::decommit(base.add(first * POOL_SIZE), len * POOL_SIZE) };
+            // SAFETY: the run is free (no live block) and inside the arena;
+            // `arena` carries the provenance of the whole reservation.
+            unsafe { os::decommit(arena.cast::<u8>().add(first * POOL_SIZE), len * POOL_SIZE) };
             bytes += len * POOL_SIZE;
             dirty &= !run_mask(first, len);
         }
-        a.dirty_slots = 0;
+        // SAFETY: as above.
+        unsafe { (*arena).dirty_slots = 0 };
         bytes
     }
 

@@ -222,11 +222,13 @@ impl Heap {
             let pool = match reclaimed {
                 Some(pool) => pool,
                 None => {
-                    let Some(run) = registry.acquire(pool_slots(class)) else {
-                        return ptr::null_mut();
-                    };
+                    let id = self.id;
                     // SAFETY: a fresh run from the registry.
-                    unsafe { Pool::init(&run, class, self.id) }
+                    let init = |run: &_| unsafe { Pool::init(run, class, id) };
+                    match registry.acquire_with(pool_slots(class), init) {
+                        Some(pool) => pool,
+                        None => return ptr::null_mut(),
+                    }
                 }
             };
             // SAFETY: the pool is live and now ours.
