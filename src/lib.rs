@@ -58,6 +58,7 @@ mod report;
 mod size_class;
 mod stats;
 mod sync;
+mod typed;
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -70,6 +71,7 @@ pub use os::resident_bytes;
 pub use owned::{Heap, HeapStats};
 pub use size_class::{MAX_SMALL_ALIGN, MAX_SMALL_SIZE, NUM_CLASSES};
 pub use stats::{ClassStats, Stats};
+pub use typed::{PoolBox, TypedPool, TypedPoolStats};
 
 use size_class::{class_for, CLASS_SIZES};
 

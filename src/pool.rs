@@ -31,6 +31,10 @@ pub(crate) struct Block {
 
 /// `owner` of a pool whose thread exited (see `abandoned`).
 pub(crate) const ABANDONED: usize = usize::MAX;
+/// `owner` of a `TypedPool` chunk: no heap frees into it.
+pub(crate) const TYPED_OWNER: usize = usize::MAX - 1;
+/// `class` of a `TypedPool` chunk (not a size class).
+pub(crate) const TYPED_CLASS: u32 = u32::MAX;
 
 /// Carve at most this many bytes of fresh blocks at a time: keeps the
 /// first allocation in a pool from touching all of its pages.
@@ -100,6 +104,24 @@ impl Pool {
                 prev: Cell::new(ptr::null_mut()),
                 hot: Cell::new(false),
             });
+        }
+        pool
+    }
+
+    /// Turns a fresh one-slot run into an empty chunk of a `TypedPool`,
+    /// carved in `block_size` steps; its `class` is [`TYPED_CLASS`].
+    ///
+    /// # Safety
+    /// As for [`Pool::init`]; `block_size` is between 8 and `POOL_SIZE`.
+    pub(crate) unsafe fn init_typed(run: &SlotRun, block_size: usize) -> *mut Pool {
+        debug_assert!(run.count == 1 && (8..=POOL_SIZE).contains(&block_size));
+        // SAFETY: forwarded contract; class 0 is overwritten below.
+        let pool = unsafe { Pool::init(run, 0, TYPED_OWNER) };
+        // SAFETY: the record was just written and is ours.
+        unsafe {
+            (*pool).class = TYPED_CLASS;
+            (*pool).block_size = block_size as u32;
+            (*pool).capacity = (POOL_SIZE / block_size) as u32;
         }
         pool
     }

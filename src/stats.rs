@@ -6,8 +6,8 @@
 //! and pools; blocks freed by other threads but not yet collected by the
 //! owner still count as in use. The figures obey one identity, like
 //! CPython's `_debugmallocstats`: every mapped byte is a header, a block in
-//! use, a free block, the unusable tail of a pool, a free slot, large-
-//! block overhead, or a cached large mapping (see
+//! use, a free block, the unusable tail of a pool, a free slot, a
+//! `TypedPool` chunk, large-block overhead, or a cached large mapping (see
 //! [`Stats::accounted_bytes`]).
 
 use core::fmt;
@@ -15,7 +15,7 @@ use core::fmt;
 use crate::arena::{registry, POOL_SIZE};
 use crate::large;
 use crate::os::{self, PAGE_SIZE};
-use crate::pool::Pool;
+use crate::pool::{Pool, TYPED_CLASS};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::sync::Ordering;
 
@@ -68,6 +68,8 @@ pub struct Stats {
     /// Bytes of pool memory carved into blocks at least once (an upper
     /// bound of the pool pages the OS has committed).
     pub touched_pool_bytes: usize,
+    /// Bytes of `TypedPool` chunks.
+    pub typed_pool_bytes: usize,
     /// Large blocks (mapped directly from the OS).
     pub large_blocks: usize,
     /// Usable bytes of the large blocks.
@@ -110,6 +112,7 @@ impl Stats {
     /// free slots not yet purged, header pages and large mappings.
     pub fn committed_bytes(&self) -> usize {
         self.touched_pool_bytes
+            + self.typed_pool_bytes
             + self.dirty_bytes
             + self.arenas * PAGE_SIZE * 3
             + self.large_mapped_bytes
@@ -133,6 +136,7 @@ impl Stats {
             + self.free_block_bytes()
             + tails
             + self.free_slot_bytes
+            + self.typed_pool_bytes
             + (self.large_mapped_bytes - self.large_bytes)
             + self.large_cached_bytes
     }
@@ -146,10 +150,15 @@ pub(crate) fn snapshot() -> Stats {
     }
     let mut pools = 0;
     let mut touched = 0;
+    let mut typed_bytes = 0;
     let totals = registry().for_each_pool(|meta, slots| {
         // SAFETY: the registry lock is held, so the pool record is live;
         // we read only fields fixed at creation and single-writer atomics.
         let pool = unsafe { &*meta.cast::<Pool>() };
+        if pool.class == TYPED_CLASS {
+            typed_bytes += slots * POOL_SIZE;
+            return;
+        }
         let c = &mut classes[pool.class as usize];
         let used = pool.used.load(Ordering::Relaxed) as usize;
         let reserved = pool.reserved.load(Ordering::Relaxed) as usize;
@@ -169,6 +178,7 @@ pub(crate) fn snapshot() -> Stats {
         free_slot_bytes: totals.free_slots * POOL_SIZE,
         dirty_bytes: totals.dirty_slots * POOL_SIZE,
         touched_pool_bytes: touched,
+        typed_pool_bytes: typed_bytes,
         large_blocks: large::LARGE_BLOCKS.load(Ordering::Relaxed),
         large_bytes: large::LARGE_USABLE.load(Ordering::Relaxed),
         large_mapped_bytes: large::LARGE_MAPPED.load(Ordering::Relaxed),
