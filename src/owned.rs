@@ -39,8 +39,8 @@ use crate::size_class::{class_for, CLASS_SIZES};
 /// ```
 pub struct Heap {
     inner: UnsafeCell<heap::Heap>,
-    /// Large blocks allocated here, freed on reset (addresses).
-    large: UnsafeCell<HashSet<usize>>,
+    /// Large blocks allocated here, freed on reset.
+    large: UnsafeCell<HashSet<*mut u8>>,
     /// Not `Sync`: one thread at a time allocates and frees.
     _not_sync: PhantomData<core::cell::Cell<()>>,
 }
@@ -78,9 +78,9 @@ impl Heap {
         // SAFETY: `&mut self` proves no collection borrows the heap, so no
         // block of it is reachable any more.
         unsafe { self.inner.get_mut().release_all() };
-        for addr in self.large.get_mut().drain() {
-            // SAFETY: every recorded address is a live large block of ours.
-            unsafe { large::free(ptr::with_exposed_provenance_mut(addr)) };
+        for block in self.large.get_mut().drain() {
+            // SAFETY: every recorded block is a live large block of ours.
+            unsafe { large::free(block) };
         }
     }
 
@@ -93,8 +93,8 @@ impl Heap {
         let large = unsafe { &*self.large.get() };
         let large_bytes: usize = large
             .iter()
-            // SAFETY: recorded addresses are live large blocks.
-            .map(|&a| unsafe { large::usable_size(ptr::with_exposed_provenance(a)) })
+            // SAFETY: recorded blocks are live large blocks.
+            .map(|&block| unsafe { large::usable_size(block) })
             .sum();
         HeapStats {
             pools,
@@ -146,7 +146,7 @@ unsafe impl Allocator for Heap {
                 if !p.is_null() {
                     // SAFETY: as above; HashSet allocates through the global
                     // allocator, never through this heap.
-                    unsafe { (*self.large.get()).insert(p.expose_provenance()) };
+                    unsafe { (*self.large.get()).insert(p) };
                 }
                 (p, layout.size())
             }
@@ -166,7 +166,7 @@ unsafe impl Allocator for Heap {
             unsafe { (*self.inner.get()).free(ptr.as_ptr()) };
         } else {
             // SAFETY: as above.
-            let recorded = unsafe { (*self.large.get()).remove(&ptr.as_ptr().addr()) };
+            let recorded = unsafe { (*self.large.get()).remove(&ptr.as_ptr()) };
             if !recorded {
                 crate::report::abort_with_pointer(
                     b"Heap::deallocate of a block this heap does not own: ",

@@ -201,15 +201,17 @@ impl<T> TypedPool<T> {
     /// the arenas.
     pub fn shrink(&self) {
         // SAFETY: the pool is `!Sync`: only this thread is in here.
+        // Fields are reached through the raw pointer, never a long-lived
+        // `&mut`: `return_to_chunk` touches them too.
         unsafe {
             self.collect_remote();
-            let local = &mut *self.local.get();
-            while !local.cached.is_null() {
-                let block = local.cached;
-                local.cached = (*block).next;
+            let local = self.local.get();
+            while !(*local).cached.is_null() {
+                let block = (*local).cached;
+                (*local).cached = (*block).next;
+                (*local).cached_len -= 1;
                 self.return_to_chunk(block);
             }
-            local.cached_len = 0;
         }
     }
 
@@ -230,21 +232,23 @@ impl<T> TypedPool<T> {
     /// Pops a cached block, collecting remote frees first if needed, else
     /// carves one.
     unsafe fn take_block(&self) -> *mut u8 {
-        // SAFETY: exclusive access (caller).
-        let local = unsafe { &mut *self.local.get() };
-        if local.cached.is_null() {
-            // SAFETY: as above.
-            unsafe { self.collect_remote() };
+        let local = self.local.get();
+        // SAFETY: exclusive access (caller); fields through the raw pointer
+        // because `collect_remote` and `add_chunk` touch them too.
+        unsafe {
+            if (*local).cached.is_null() {
+                self.collect_remote();
+            }
+            let block = (*local).cached;
+            if !block.is_null() {
+                // Cached blocks are free blocks linked through their first word.
+                (*local).cached = (*block).next;
+                (*local).cached_len -= 1;
+                return block.cast();
+            }
         }
-        if !local.cached.is_null() {
-            let block = local.cached;
-            // SAFETY: cached blocks are free blocks linked through their
-            // first word.
-            local.cached = unsafe { (*block).next };
-            local.cached_len -= 1;
-            return block.cast();
-        }
-        let mut chunk = local.chunks;
+        // SAFETY: as above.
+        let mut chunk = unsafe { (*local).chunks };
         // SAFETY: chunks are live pools owned by this pool.
         if chunk.is_null() || unsafe { (*chunk).free.get().is_null() && !(*chunk).carve() } {
             // SAFETY: as above.
@@ -284,14 +288,19 @@ impl<T> TypedPool<T> {
     /// Takes back a free block: into the cache if it has room, else into
     /// its chunk.
     unsafe fn recycle(&self, block: *mut Block) {
-        // SAFETY: exclusive access (caller).
-        let local = unsafe { &mut *self.local.get() };
-        if local.cached_len < local.cache_limit {
-            // SAFETY: the block is free and ours.
-            unsafe { (*block).next = local.cached };
-            local.cached = block;
-            local.cached_len += 1;
-        } else {
+        let local = self.local.get();
+        // SAFETY: exclusive access (caller); the block is free and ours.
+        let cached = unsafe {
+            if (*local).cached_len < (*local).cache_limit {
+                (*block).next = (*local).cached;
+                (*local).cached = block;
+                (*local).cached_len += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if !cached {
             // SAFETY: as above.
             unsafe { self.return_to_chunk(block) };
         }
@@ -304,10 +313,9 @@ impl<T> TypedPool<T> {
         let chunk = unsafe { &*crate::arena::pool_meta_of(block.cast()).cast::<Pool>() };
         // SAFETY: the block is free and belongs to `chunk`.
         if unsafe { chunk.push_local(block) } {
-            // SAFETY: exclusive access (caller).
-            let local = unsafe { &mut *self.local.get() };
             let raw = chunk as *const Pool as *mut Pool;
-            if local.chunks != raw {
+            // SAFETY: exclusive access (caller).
+            if unsafe { (*self.local.get()).chunks } != raw {
                 // SAFETY: the chunk is listed and empty.
                 unsafe { self.remove_chunk(raw) };
             }
@@ -323,14 +331,14 @@ impl<T> TypedPool<T> {
         };
         // SAFETY: exclusive access (caller); listed chunks are live.
         unsafe {
-            let local = &mut *self.local.get();
-            (*chunk).next.set(local.chunks);
+            let local = self.local.get();
+            (*chunk).next.set((*local).chunks);
             (*chunk).prev.set(ptr::null_mut());
-            if !local.chunks.is_null() {
-                (*local.chunks).prev.set(chunk);
+            if !(*local).chunks.is_null() {
+                (*(*local).chunks).prev.set(chunk);
             }
-            local.chunks = chunk;
-            local.chunk_count += 1;
+            (*local).chunks = chunk;
+            (*local).chunk_count += 1;
         }
         chunk
     }
@@ -462,5 +470,35 @@ impl<T> Drop for PoolBox<'_, T> {
 impl<T: fmt::Debug> fmt::Debug for PoolBox<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_recycle_remote_drop_and_shrink() {
+        let pool = TypedPool::<[u64; 2]>::with_cache_limit(2);
+        let boxes: Vec<_> = (0..6u64).map(|i| pool.alloc([i, i + 1])).collect();
+        assert_eq!(boxes[5][1], 6);
+        std::thread::scope(|s| {
+            let mut boxes = boxes;
+            let remote = boxes.split_off(3);
+            s.spawn(move || drop(remote));
+            drop(boxes);
+        });
+        let stats = pool.stats();
+        assert_eq!((stats.live, stats.cached), (0, 2));
+        let again = pool.alloc([9, 9]);
+        assert_eq!(PoolBox::into_inner(again), [9, 9]);
+        pool.shrink();
+        assert_eq!(pool.stats().cached, 0);
+        let units = TypedPool::<()>::new();
+        let unit = units.alloc(());
+        std::thread::scope(|s| {
+            s.spawn(move || drop(unit));
+        });
+        assert_eq!(units.stats().live, 0);
     }
 }
