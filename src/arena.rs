@@ -319,7 +319,7 @@ impl Registry {
     pub(crate) unsafe fn release(&self, run: SlotRun) {
         let now = os::now_ms();
         let delay = self.purge_delay_ms.load(Ordering::Relaxed);
-        self.with_state(|_| {
+        self.with_state(|state| {
             // SAFETY: the arena is mapped while it has a slot in use (ours).
             let a = unsafe { &mut *run.arena };
             let mask = run_mask(run.first, run.count);
@@ -327,6 +327,14 @@ impl Registry {
             a.free_slots |= mask;
             a.dirty_slots |= mask;
             a.last_release_ms = now;
+            // An arena with no pool left goes back to the OS at once (a
+            // program that just freed a big working set sees RSS drop
+            // without making another call), unless it is the last one,
+            // which waits for the purge delay so a program churning around
+            // an empty heap does not map and unmap it on every cycle.
+            if a.free_slots == ALL_POOL_SLOTS && state.arenas > 1 {
+                Self::unmap_arena(state, run.arena, &self.mapped_bytes);
+            }
         });
         // Keep the earliest pending deadline; a later one is found by the
         // purge pass itself.
@@ -338,6 +346,8 @@ impl Registry {
         );
         if delay == 0 {
             self.purge(false);
+        } else {
+            self.maybe_purge();
         }
     }
 

@@ -141,8 +141,11 @@ impl Heap {
                 return block.cast();
             }
             // The owner's recent frees: reuse them (cache-warm) without a
-            // trip through the slow path.
+            // trip through the slow path, but run a due purge (two loads
+            // when none is): a thread that only churns its own pools still
+            // returns what other threads freed.
             if pool.take_local_free() {
+                crate::purge::maybe_purge();
                 return pool.pop().cast();
             }
         }
