@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): formatting, lints, every test of the
-# workspace, the musl build, the tour, the loom models and Miri.
+# workspace, the musl and aarch64 builds, the tour, the preloaded C library,
+# the loom models and Miri. Sanitizers and fuzzing take longer: see
+# ci/sanitizers.sh and fuzz/ (README, "Correctness").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,14 +34,13 @@ fi
 step "the tour"
 cargo run --release --example tour >/dev/null
 
-if [ -x ci/loom.sh ] || [ -f ci/loom.sh ]; then
-  step "loom models"
-  bash ci/loom.sh
-fi
+step "libstrata.so preloaded into C tests, python3, git and sort"
+bash ci/capi.sh
 
-if [ -f ci/miri.sh ]; then
-  step "miri"
-  bash ci/miri.sh
-fi
+step "loom models"
+bash ci/loom.sh
+
+step "miri"
+bash ci/miri.sh
 
 step "all checks passed"
