@@ -351,6 +351,34 @@ impl Registry {
         }
     }
 
+    /// Returns many slot runs under one lock, leaving even empty arenas to
+    /// the purge delay: for an owned heap's `reset`, whose memory the next
+    /// cycle of the program usually wants back at once.
+    ///
+    /// # Safety
+    /// As for [`Registry::release`], for every run.
+    pub(crate) unsafe fn release_all(&self, runs: impl Iterator<Item = SlotRun>) {
+        let now = os::now_ms();
+        let delay = self.purge_delay_ms.load(Ordering::Relaxed);
+        self.with_state(|_| {
+            for run in runs {
+                // SAFETY: the arena is mapped while it has a slot in use.
+                let a = unsafe { &mut *run.arena };
+                let mask = run_mask(run.first, run.count);
+                debug_assert!(a.free_slots & mask == 0, "slot run released twice");
+                a.free_slots |= mask;
+                a.dirty_slots |= mask;
+                a.last_release_ms = now;
+            }
+        });
+        let _ = self.purge_deadline.compare_exchange(
+            0,
+            now + delay,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Runs a purge pass if one is due. Cheap when none is: one atomic load
     /// and, only then, a clock read.
     pub(crate) fn maybe_purge(&self) {

@@ -95,20 +95,26 @@ impl Heap {
     /// # Safety
     /// No block of this heap may be used afterwards.
     pub(crate) unsafe fn release_all(&mut self) {
-        let registry = registry();
+        let mut batch = [None; 64];
         for class in 0..NUM_CLASSES {
             let mut pool = self.queues[class].head;
             while !pool.is_null() {
-                // SAFETY: pools in our queues are live and ours; their
-                // blocks are dead (caller).
-                unsafe {
-                    let next = (*pool).next.get();
-                    registry.release((*pool).slot_run());
-                    pool = next;
+                // Gather a batch, reading each `next` before any pool of the
+                // batch is released (a released record may be reused at once).
+                let mut n = 0;
+                while !pool.is_null() && n < batch.len() {
+                    // SAFETY: pools in our queues are live and ours.
+                    unsafe {
+                        batch[n] = Some((*pool).slot_run());
+                        pool = (*pool).next.get();
+                    }
+                    n += 1;
                 }
+                // SAFETY: the heap's blocks are dead (caller); each run once.
+                unsafe { registry().release_all(batch[..n].iter().flatten().copied()) };
             }
-            self.queues[class] = EMPTY_QUEUE;
         }
+        self.queues = [EMPTY_QUEUE; NUM_CLASSES];
         self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
     }
 

@@ -44,7 +44,8 @@ struct Local {
     /// the pools' `next`/`prev`).
     chunks: *mut Pool,
     chunk_count: usize,
-    live: usize,
+    /// Zero-sized boxes alive (they have no block to count).
+    zst_live: usize,
 }
 
 /// A typed pool of `T` blocks. See the module docs.
@@ -67,7 +68,7 @@ pub struct TypedPool<T> {
     /// Token of the thread using the pool (it is `!Sync`, so one at a time).
     user: AtomicUsize,
     /// Zero-sized boxes dropped on another thread (they have no block to
-    /// push), folded into `live` by the pool's thread.
+    /// push), folded into `zst_live` by the pool's thread.
     remote_zst_drops: AtomicUsize,
     /// `!Sync`, and owns `T`s.
     _marker: PhantomData<(Cell<()>, T)>,
@@ -146,7 +147,7 @@ impl<T> TypedPool<T> {
                 cache_limit: limit,
                 chunks: ptr::null_mut(),
                 chunk_count: 0,
-                live: 0,
+                zst_live: 0,
             }),
             remote_free: AtomicPtr::new(ptr::null_mut()),
             user: AtomicUsize::new(0),
@@ -175,9 +176,15 @@ impl<T> TypedPool<T> {
     ///
     /// # Panics
     /// If the OS refuses memory (like `Box::new`, via `handle_alloc_error`).
+    #[inline]
     pub fn alloc(&self, value: T) -> PoolBox<'_, T> {
-        self.user.store(thread_token(), Ordering::Relaxed);
+        let token = thread_token();
+        if self.user.load(Ordering::Relaxed) != token {
+            self.user.store(token, Ordering::Relaxed);
+        }
         let block = if Self::ZERO_SIZED {
+            // SAFETY: the pool is `!Sync`: only this thread is in here.
+            unsafe { (*self.local.get()).zst_live += 1 };
             NonNull::dangling()
         } else {
             // SAFETY: the pool is `!Sync`: only this thread is in here.
@@ -189,8 +196,6 @@ impl<T> TypedPool<T> {
         };
         // SAFETY: the block is `BLOCK_SIZE` bytes aligned for `T` and free.
         unsafe { block.as_ptr().write(value) };
-        // SAFETY: as above.
-        unsafe { (*self.local.get()).live += 1 };
         PoolBox {
             value: block,
             pool: self,
@@ -221,8 +226,19 @@ impl<T> TypedPool<T> {
         unsafe { self.collect_remote() };
         // SAFETY: as above.
         let local = unsafe { &*self.local.get() };
+        // Blocks handed out of chunks are alive or cached; boxes dropped on
+        // other threads were collected just above.
+        let mut carved_out = 0;
+        let mut chunk = local.chunks;
+        while !chunk.is_null() {
+            // SAFETY: listed chunks are live pools of ours.
+            unsafe {
+                carved_out += (*chunk).used() as usize;
+                chunk = (*chunk).next.get();
+            }
+        }
         TypedPoolStats {
-            live: local.live,
+            live: carved_out - local.cached_len + local.zst_live,
             cached: local.cached_len,
             bytes: local.chunk_count * POOL_SIZE,
             block_size: Self::BLOCK_SIZE,
@@ -231,6 +247,7 @@ impl<T> TypedPool<T> {
 
     /// Pops a cached block, collecting remote frees first if needed, else
     /// carves one.
+    #[inline]
     unsafe fn take_block(&self) -> *mut u8 {
         let local = self.local.get();
         // SAFETY: exclusive access (caller); fields through the raw pointer
@@ -267,7 +284,7 @@ impl<T> TypedPool<T> {
     unsafe fn collect_remote(&self) {
         let zst_drops = self.remote_zst_drops.swap(0, Ordering::Relaxed);
         // SAFETY: exclusive access (caller).
-        unsafe { (*self.local.get()).live -= zst_drops };
+        unsafe { (*self.local.get()).zst_live -= zst_drops };
         if self.remote_free.load(Ordering::Relaxed).is_null() {
             return;
         }
@@ -277,16 +294,14 @@ impl<T> TypedPool<T> {
             // SAFETY: remote blocks are free blocks of our chunks.
             let next = unsafe { (*block).next };
             // SAFETY: exclusive access (caller).
-            unsafe {
-                (*self.local.get()).live -= 1;
-                self.recycle(block);
-            }
+            unsafe { self.recycle(block) };
             block = next;
         }
     }
 
     /// Takes back a free block: into the cache if it has room, else into
     /// its chunk.
+    #[inline]
     unsafe fn recycle(&self, block: *mut Block) {
         let local = self.local.get();
         // SAFETY: exclusive access (caller); the block is free and ours.
@@ -408,14 +423,16 @@ impl<T> PoolBox<'_, T> {
     }
 
     /// Gives the block back to the pool (its value already dropped or moved).
+    #[inline]
     unsafe fn release_block(&self) {
         let pool = self.pool;
         let on_pool_thread = pool.user.load(Ordering::Relaxed) == thread_token();
         if on_pool_thread {
             // SAFETY: on the pool's thread: exclusive access.
             unsafe {
-                (*pool.local.get()).live -= 1;
-                if !TypedPool::<T>::ZERO_SIZED {
+                if TypedPool::<T>::ZERO_SIZED {
+                    (*pool.local.get()).zst_live -= 1;
+                } else {
                     pool.recycle(self.value.as_ptr().cast());
                 }
             }
