@@ -9,8 +9,16 @@ use strata_alloc::{PoolBox, Strata, TypedPool};
 #[global_allocator]
 static GLOBAL: Strata = Strata;
 
+/// Serialises the tests: one of them reads the process-wide typed-pool
+/// figures, which every other test's pools change.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn blocks_are_exact_and_recycled() {
+    let _serial = serial();
     let pool = TypedPool::<[u8; 24]>::with_cache_limit(8);
     assert_eq!(TypedPool::<[u8; 24]>::BLOCK_SIZE, 24);
     let boxes: Vec<PoolBox<'_, [u8; 24]>> = (0..100).map(|i| pool.alloc([i as u8; 24])).collect();
@@ -45,6 +53,7 @@ fn blocks_are_exact_and_recycled() {
 
 #[test]
 fn values_are_dropped_exactly_once() {
+    let _serial = serial();
     struct Counted(Rc<Cell<usize>>);
     impl Drop for Counted {
         fn drop(&mut self) {
@@ -71,6 +80,7 @@ fn values_are_dropped_exactly_once() {
 
 #[test]
 fn zero_sized_and_over_aligned_types() {
+    let _serial = serial();
     let units = TypedPool::<()>::new();
     let many: Vec<_> = (0..10).map(|_| units.alloc(())).collect();
     assert_eq!(units.stats().live, 10);
@@ -91,6 +101,7 @@ fn zero_sized_and_over_aligned_types() {
 
 #[test]
 fn boxes_dropped_on_other_threads_come_back() {
+    let _serial = serial();
     let pool = TypedPool::<u64>::with_capacity(10_000);
     let boxes: Vec<_> = (0..10_000u64).map(|i| pool.alloc(i)).collect();
     let chunks_before = pool.stats().bytes;
@@ -114,8 +125,10 @@ fn boxes_dropped_on_other_threads_come_back() {
     assert_eq!(*again[9_999], 9_999);
 }
 
+
 #[test]
 fn dropping_the_pool_returns_its_chunks() {
+    let _serial = serial();
     let before = strata_alloc::stats().typed_pool_bytes;
     {
         let pool = TypedPool::<[u64; 8]>::new();
