@@ -11,7 +11,6 @@ static GLOBAL: Strata = Strata;
 #[test]
 fn collections_live_in_the_heap_and_reset_frees_them() {
     let mut heap = Heap::new();
-    let before = strata_alloc::stats().pools;
     {
         let mut v = HeapVec::new_in(&heap);
         v.extend(0..100_000u64);
@@ -24,10 +23,7 @@ fn collections_live_in_the_heap_and_reset_frees_them() {
         let stats = heap.stats();
         assert!(stats.blocks_in_use >= 10_002, "{stats:?}");
         assert!(stats.bytes_in_use >= 800_000 + 10_000 * 32);
-        assert!(
-            strata_alloc::stats().pools > before,
-            "the heap's pools are arena pools"
-        );
+        assert!(stats.pools >= 1, "the heap owns arena pools");
         // Leak on purpose: reset reclaims the memory anyway.
         std::mem::forget(map);
     }
