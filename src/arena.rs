@@ -59,8 +59,12 @@ pub(crate) struct Arena {
     slot_head: [u8; SLOTS_PER_ARENA],
     /// Pool metadata, one record per slot (only the first slot of a pool is
     /// used). Owned by the pool layer.
-    meta: [[u8; SLOT_META_SIZE]; SLOTS_PER_ARENA],
+    meta: [SlotMeta; SLOTS_PER_ARENA],
 }
+
+/// One slot's metadata record, cache-line aligned.
+#[repr(C, align(64))]
+struct SlotMeta([u8; SLOT_META_SIZE]);
 
 const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 

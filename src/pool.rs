@@ -40,8 +40,11 @@ pub(crate) const TYPED_CLASS: u32 = u32::MAX;
 /// first allocation in a pool from touching all of its pages.
 const CARVE_BYTES: usize = 4096;
 
-/// Metadata of one pool, stored in its arena's header.
-#[repr(C)]
+/// Metadata of one pool, stored in its arena's header. The first cache
+/// line holds what the owner touches on every allocation and free; the
+/// second what other threads touch (`owner`, `thread_free`), so remote
+/// frees do not bounce the owner's line between cores.
+#[repr(C, align(64))]
 pub(crate) struct Pool {
     /// Blocks ready to allocate (owner only).
     pub free: Cell<*mut Block>,
@@ -52,10 +55,6 @@ pub(crate) struct Pool {
     pub capacity: u32,
     /// Blocks freed by the owner (owner only).
     pub local_free: Cell<*mut Block>,
-    /// Blocks freed by other threads (atomic push, owner swaps it out).
-    pub thread_free: AtomicPtr<Block>,
-    /// Heap id of the owning thread, or `ABANDONED`.
-    pub owner: AtomicUsize,
     /// Size class and block size.
     pub class: u32,
     pub block_size: u32,
@@ -69,6 +68,10 @@ pub(crate) struct Pool {
     /// Links in the owner heap's class queue, or in the abandoned list.
     pub next: Cell<*mut Pool>,
     pub prev: Cell<*mut Pool>,
+    /// Heap id of the owning thread, or `ABANDONED` (second cache line).
+    pub owner: AtomicUsize,
+    /// Blocks freed by other threads (atomic push, owner swaps it out).
+    pub thread_free: AtomicPtr<Block>,
     /// Kept empty by its heap for reuse (owner only; see `heap.rs`).
     pub hot: Cell<bool>,
 }
