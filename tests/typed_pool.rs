@@ -125,7 +125,6 @@ fn boxes_dropped_on_other_threads_come_back() {
     assert_eq!(*again[9_999], 9_999);
 }
 
-
 #[test]
 fn dropping_the_pool_returns_its_chunks() {
     let _serial = serial();
