@@ -183,21 +183,8 @@ impl Pool {
     /// # Safety
     /// `block` must be a block of this pool handed out and not freed since.
     pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) {
-        let mut head = self.thread_free.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { (*block).next = head };
-            // Release: the owner's Acquire swap sees the link we wrote.
-            match self.thread_free.compare_exchange_weak(
-                head,
-                block,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(current) => head = current,
-            }
-        }
+        // SAFETY: forwarded contract.
+        unsafe { push_atomic(&self.thread_free, block) }
     }
 
     #[inline(always)]
@@ -275,6 +262,25 @@ impl Pool {
         let offset = p.addr().wrapping_sub(self.start.addr());
         offset < self.reserved.load(Ordering::Relaxed) as usize * self.block_size as usize
             && offset % self.block_size as usize == 0
+    }
+}
+
+/// Pushes a free block onto an atomic push-only list (a pool's
+/// `thread_free`, a typed pool's remote list), which its owner takes over
+/// whole with an Acquire swap.
+///
+/// # Safety
+/// `block` must be a free block nobody else uses.
+pub(crate) unsafe fn push_atomic(list: &AtomicPtr<Block>, block: *mut Block) {
+    let mut head = list.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the block is ours until the CAS publishes it.
+        unsafe { (*block).next = head };
+        // Release: the owner's Acquire swap sees the link we wrote.
+        match list.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(current) => head = current,
+        }
     }
 }
 

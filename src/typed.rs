@@ -11,16 +11,16 @@
 //! thread pushes its block onto an atomic list the pool's user collects,
 //! like a pool's `thread_free`.
 
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of, ManuallyDrop};
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::arena::{registry, POOL_SIZE};
-use crate::pool::{Block, Pool};
+use crate::pool::{push_atomic, Block, Pool};
 use crate::size_class::MAX_SMALL_ALIGN;
 
 /// Free-list length a pool keeps by default (CPython keeps 100 floats).
@@ -440,22 +440,9 @@ impl<T> PoolBox<'_, T> {
             pool.remote_zst_drops.fetch_add(1, Ordering::Relaxed);
         } else {
             // Another thread: push onto the atomic list; the pool's thread
-            // collects (and counts) it.
-            let block = self.value.as_ptr().cast::<Block>();
-            let mut head = pool.remote_free.load(Ordering::Relaxed);
-            loop {
-                // SAFETY: the block is ours until the CAS publishes it.
-                unsafe { (*block).next = head };
-                match pool.remote_free.compare_exchange_weak(
-                    head,
-                    block,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(current) => head = current,
-                }
-            }
+            // collects it.
+            // SAFETY: the block is ours and its value gone.
+            unsafe { push_atomic(&pool.remote_free, self.value.as_ptr().cast()) };
         }
     }
 }
