@@ -397,6 +397,32 @@ macro_rules! for_all {
     }};
 }
 
+/// Untracked values (`MAY_CONTAIN_GC = false`): `Gc<String>` must cost what
+/// `Rc<String>` costs. Create, clone and drop `UNTRACKED_N` strings.
+const UNTRACKED_N: usize = 10_000;
+
+macro_rules! untracked_body {
+    ($p:ty, $new:path) => {{
+        let v: Vec<$p> = (0..UNTRACKED_N).map(|i| $new(i.to_string())).collect();
+        let w: Vec<$p> = v.iter().cloned().collect();
+        drop(black_box(v));
+        drop(black_box(w));
+    }};
+}
+
+fn untracked(c: &mut Criterion) {
+    let mut g = c.benchmark_group("untracked_string");
+    // Run last (see `criterion_group!`): the first functions of a run
+    // measure a cold process and skew a ratio this close to 1.
+    g.bench_function("strata_gc", |b| {
+        b.iter(|| untracked_body!(strata_gc::Gc<String>, strata_gc::Gc::new))
+    });
+    g.bench_function("rc", |b| {
+        b.iter(|| untracked_body!(std::rc::Rc<String>, std::rc::Rc::new))
+    });
+    g.finish();
+}
+
 fn structures(c: &mut Criterion) {
     for_all!(c, "binary_tree", run_binary_tree);
     for_all!(c, "parent_pointer_tree", run_parent_tree);
@@ -444,6 +470,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = structures, old_young
+    targets = structures, old_young, untracked
 }
 criterion_main!(benches);

@@ -17,6 +17,14 @@
 //! nodes proven reachable, and the low [`PREV_FLAGS`] keep their meaning.
 //! The lists are rebuilt (restoring `prev`) before any user code runs.
 //!
+//! # Cost
+//!
+//! The first phase walks the list once and gathers the nodes into a scratch
+//! array (kept per thread between collections); every later phase iterates
+//! that array, so the loads of successive nodes are independent instead of a
+//! chain of dependent `next` loads. Claiming the garbage (step 1 below) is
+//! folded into the partition phase.
+//!
 //! # Destruction order (PEP 442)
 //!
 //! 1. take a strong reference to every unreachable object (so nothing in the
@@ -27,6 +35,10 @@
 //! 4. mark the rest `DROPPED`, drop their values (boxes stay allocated so
 //!    cycles break safely), then release our strong references, which frees
 //!    the boxes nobody else holds.
+//!
+//! When no object of the set has a finalizer left to run
+//! (`Finalize::NEEDS_FINALIZE`), steps 2 and 3 are skipped: no user code
+//! runs before step 4, so nothing can be resurrected.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -80,6 +92,10 @@ pub(crate) struct Core {
     permanent: Links,
     unreachable: Links,
     resurrected: Links,
+    /// Generation-0 count above which an allocation considers collecting:
+    /// the threshold, or `usize::MAX` when automatic collection is off, so
+    /// the allocation fast path tests one word.
+    trigger: Cell<usize>,
     enabled: Cell<bool>,
     collecting: Cell<bool>,
     debug: Cell<DebugFlags>,
@@ -99,6 +115,7 @@ thread_local! {
             permanent: sentinel(),
             unreachable: sentinel(),
             resurrected: sentinel(),
+            trigger: Cell::new(DEFAULT_THRESHOLDS[0]),
             enabled: Cell::new(true),
             collecting: Cell::new(false),
             debug: Cell::new(DebugFlags::empty()),
@@ -118,6 +135,7 @@ const SENTINEL_VTABLE: NodeVTable = NodeVTable {
     type_name: || "<sentinel>",
     type_id: std::any::TypeId::of::<()>,
     value_offset: 0,
+    needs_finalize: false,
 };
 
 /// # Safety
@@ -277,28 +295,48 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 // Hooks used by the pointer layer
 // ---------------------------------------------------------------------------
 
-/// Count one more tracked allocation in generation 0 and collect if the
-/// thresholds say so. Called before the new object exists.
-pub(crate) fn before_tracked_alloc() {
+/// Count one more tracked allocation in generation 0, collect if the
+/// thresholds say so, then link the new object into generation 0.
+///
+/// # Safety
+///
+/// `node` is a live, initialised tracked box in no list, to which the caller
+/// holds a strong reference.
+#[inline]
+pub(crate) unsafe fn track_new(node: NodePtr) {
     CORE.with(|core| {
         let g0 = &core.gens[0];
         let count = g0.count.get() + 1;
         g0.count.set(count);
-        let t = g0.threshold.get();
-        if count > t && t != 0 && core.enabled.get() && !core.collecting.get() {
-            collect_generations(core);
+        if count > core.trigger.get() {
+            // `node` is in no list yet: the collection treats it (and what
+            // it references) as outside the collected set.
+            collect_on_alloc(core);
         }
+        // SAFETY: generation 0 is a valid list whenever user code can run;
+        // the caller guarantees `node` is live and unlinked.
+        unsafe { push_back(core.gen_head(0), node) }
     });
 }
 
-/// Link a freshly allocated tracked object into generation 0.
-///
-/// # Safety
-///
-/// `node` is a live, initialised tracked box in no list.
-pub(crate) unsafe fn track_new(node: NodePtr) {
-    // SAFETY: generation 0 is a valid list whenever user code can run.
-    CORE.with(|core| unsafe { push_back(core.gen_head(0), node) });
+/// The allocation counter crossed the threshold: collect unless a
+/// collection is already running.
+#[cold]
+#[inline(never)]
+fn collect_on_alloc(core: &Core) {
+    if !core.collecting.get() {
+        collect_generations(core);
+    }
+}
+
+/// Recompute [`Core::trigger`] after the threshold or `enabled` changed.
+fn update_trigger(core: &Core) {
+    let t = core.gens[0].threshold.get();
+    core.trigger.set(if t != 0 && core.enabled.get() {
+        t
+    } else {
+        usize::MAX
+    });
 }
 
 /// Remove a tracked object from whatever list holds it (if any).
@@ -307,6 +345,7 @@ pub(crate) unsafe fn track_new(node: NodePtr) {
 ///
 /// `node` is a live tracked box; no collection phase that reuses `prev` is
 /// running (true whenever user code runs).
+#[inline]
 pub(crate) unsafe fn untrack(node: NodePtr) {
     // SAFETY: guaranteed by the caller.
     unsafe {
@@ -345,6 +384,7 @@ fn refs_of(prev: usize) -> usize {
 /// # Safety
 ///
 /// `child` is a live tracked node.
+#[inline]
 pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
     // SAFETY: guaranteed by the caller.
     let l = unsafe { links(child) };
@@ -368,24 +408,31 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
                 stack.push(child);
             }
         }
+        VisitMode::Record(_) => {}
     }
 }
 
-/// Phase 1: `gc_refs = strong - hold` for every node, flag as collecting.
+/// Phase 1: gather the nodes of list `h` into `nodes` (so later phases
+/// iterate an array instead of chasing `next` pointers), set
+/// `gc_refs = strong - hold` and flag each as collecting.
 ///
 /// # Safety
 ///
 /// `h` is a valid list; from here until [`partition`] no user code may run.
-unsafe fn update_refs(h: NodePtr, hold: u64) {
-    // SAFETY: guaranteed by the caller.
+unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>) {
+    nodes.clear();
+    // SAFETY: guaranteed by the caller; `next` is untouched by this phase.
     unsafe {
-        for_each(h, |n| {
+        let mut n = links(h).next.get();
+        while !ptr::eq(n, h) {
+            nodes.push(n);
             let strong = (node_counts(n).get() & STRONG_MASK) - hold;
             let l = links(n);
             l.set_prev_bits(
                 ((strong as usize) << REFS_SHIFT) | (l.prev_bits() & PERSISTENT_FLAGS) | COLLECTING,
             );
-        })
+            n = l.next.get();
+        }
     }
 }
 
@@ -393,18 +440,18 @@ unsafe fn update_refs(h: NodePtr, hold: u64) {
 ///
 /// # Safety
 ///
-/// After [`update_refs`] on `h`.
-unsafe fn subtract_refs(h: NodePtr) {
+/// After [`update_refs`] gathered `nodes`.
+unsafe fn subtract_refs(nodes: &[NodePtr]) {
     let mut v = Visitor::new(VisitMode::SubtractRefs);
     // SAFETY: guaranteed by the caller; values of listed nodes are alive and
     // nodes with a live GcMut guard are skipped.
     unsafe {
-        for_each(h, |n| {
+        for &n in nodes {
             let l = links(n);
             if l.prev_bits() & MUT_BORROWED == 0 {
                 (l.vtable.trace)(n, &mut v);
             }
-        })
+        }
     }
 }
 
@@ -413,16 +460,16 @@ unsafe fn subtract_refs(h: NodePtr) {
 ///
 /// # Safety
 ///
-/// After [`subtract_refs`] on `h`.
-unsafe fn mark_reachable(h: NodePtr) {
+/// After [`subtract_refs`] on `nodes`.
+unsafe fn mark_reachable(nodes: &[NodePtr]) {
     let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
     // SAFETY: guaranteed by the caller; as in subtract_refs.
     unsafe {
-        for_each(h, |n| {
+        for &n in nodes {
             let l = links(n);
             let p = l.prev_bits();
             if refs_of(p) == 0 || p & REACHABLE != 0 {
-                return;
+                continue;
             }
             l.set_prev_bits(p | REACHABLE);
             let mut next = Some(n);
@@ -433,58 +480,117 @@ unsafe fn mark_reachable(h: NodePtr) {
                 }
                 next = match &mut v.mode {
                     VisitMode::MarkReachable(stack) => stack.pop(),
-                    VisitMode::SubtractRefs => None,
+                    _ => None,
                 };
             }
-        })
-    }
-}
-
-/// Phase 4: rebuild lists: reachable nodes go back to `h`, the others to
-/// `unreachable`. Restores `prev` addresses and clears collection bits.
-///
-/// # Safety
-///
-/// After [`mark_reachable`] on `h`; `unreachable` is a valid list.
-unsafe fn partition(h: NodePtr, unreachable: NodePtr) {
-    // SAFETY: guaranteed by the caller. `next` links of the detached chain are
-    // read before each node is relinked; the chain ends at `h`.
-    unsafe {
-        let mut p = links(h).next.get();
-        let lh = links(h);
-        lh.next.set(h);
-        lh.prev.set(h);
-        while !ptr::eq(p, h) {
-            let l = links(p);
-            let next = l.next.get();
-            let prev = l.prev_bits();
-            l.set_prev_bits(prev & PERSISTENT_FLAGS);
-            push_back(
-                if prev & REACHABLE != 0 {
-                    h
-                } else {
-                    unreachable
-                },
-                p,
-            );
-            p = next;
         }
     }
 }
 
-/// Trial deletion over list `h`: afterwards `h` holds the reachable nodes and
-/// `unreachable` the garbage. `hold` is subtracted from every strong count.
+/// Result of [`find_unreachable`].
+struct Partition {
+    /// Nodes left in the list (reachable).
+    kept: usize,
+    /// Does an unreachable node still need `Finalize::finalize`?
+    needs_finalize: bool,
+}
+
+/// Phase 4: rebuild lists: reachable nodes stay in `h` (in order), the
+/// others move to `unreachable` and stay in `nodes` (in the same order).
+/// Restores `prev` addresses and clears the collection bits. With
+/// `claim = Some(flags)`, also takes a strong reference to each unreachable
+/// node and sets `flags` in its counts word (saves a pass over the garbage).
+///
+/// # Safety
+///
+/// After [`mark_reachable`] on `nodes`, gathered from `h`; `unreachable` is
+/// a valid list.
+unsafe fn partition(
+    h: NodePtr,
+    unreachable: NodePtr,
+    nodes: &mut Vec<NodePtr>,
+    claim: Option<u64>,
+) -> Partition {
+    let (mut kept, mut found, mut needs_finalize) = (0, 0, false);
+    // SAFETY: guaranteed by the caller. `nodes` is exactly the old content
+    // of `h`, in order; kept nodes are chained after `last`, whose `prev`
+    // was already restored, and the rest is pushed onto `unreachable`.
+    unsafe {
+        let mut last = h;
+        for i in 0..nodes.len() {
+            let p = nodes[i];
+            let l = links(p);
+            if l.prev_bits() & REACHABLE != 0 {
+                set_prev(p, last);
+                links(last).next.set(p);
+                last = p;
+                kept += 1;
+            } else {
+                push_back(unreachable, p);
+                needs_finalize |= l.vtable.needs_finalize && l.prev_bits() & FINALIZED == 0;
+                if let Some(flags) = claim {
+                    acquire_strong_node(p);
+                    let c = node_counts(p);
+                    c.set(c.get() | flags);
+                }
+                nodes[found] = p;
+                found += 1;
+            }
+        }
+        links(last).next.set(h);
+        set_prev(h, last);
+    }
+    nodes.truncate(found);
+    Partition {
+        kept,
+        needs_finalize,
+    }
+}
+
+/// Trial deletion over list `h`: afterwards `h` holds the reachable nodes,
+/// and the garbage is appended to `unreachable` and left in `nodes`. `hold`
+/// is subtracted from every strong count; `claim` as for [`partition`].
 ///
 /// # Safety
 ///
 /// Both are valid lists; the values of all nodes in `h` are alive.
-unsafe fn find_unreachable(h: NodePtr, unreachable: NodePtr, hold: u64) {
+unsafe fn find_unreachable(
+    h: NodePtr,
+    unreachable: NodePtr,
+    hold: u64,
+    nodes: &mut Vec<NodePtr>,
+    claim: Option<u64>,
+) -> Partition {
     // SAFETY: guaranteed by the caller; no user code runs in between.
     unsafe {
-        update_refs(h, hold);
-        subtract_refs(h);
-        mark_reachable(h);
-        partition(h, unreachable);
+        update_refs(h, hold, nodes);
+        subtract_refs(nodes);
+        mark_reachable(nodes);
+        partition(h, unreachable, nodes, claim)
+    }
+}
+
+/// Scratch array of nodes reused across collections (a `Cell` so that it is
+/// simply taken and put back; during thread teardown a fresh one is used).
+struct Scratch(Cell<Vec<NodePtr>>);
+
+thread_local! {
+    static SCRATCH: Scratch = const { Scratch(Cell::new(Vec::new())) };
+}
+
+/// Largest scratch array kept between collections (64 Ki nodes, 512 KiB):
+/// enough for young collections, without pinning the memory of a big full
+/// collection.
+const SCRATCH_KEEP: usize = 1 << 16;
+
+fn take_scratch() -> Vec<NodePtr> {
+    SCRATCH.try_with(|s| s.0.take()).unwrap_or_default()
+}
+
+fn put_scratch(mut v: Vec<NodePtr>) {
+    v.clear();
+    if v.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(move |s| s.0.set(v));
     }
 }
 
@@ -588,96 +694,149 @@ fn collect_main(core: &Core, g: usize, panics: &mut PanicSlot) -> (usize, usize)
     } else {
         young
     };
+    let mut nodes = take_scratch();
+    let out = collect_lists(core, g, young, old, &mut nodes, panics);
+    put_scratch(nodes);
+    out
+}
+
+/// The body of [`collect_main`] once the lists to collect are known.
+fn collect_lists(
+    core: &Core,
+    g: usize,
+    young: NodePtr,
+    old: NodePtr,
+    nodes: &mut Vec<NodePtr>,
+    panics: &mut PanicSlot,
+) -> (usize, usize) {
     let unreachable = head(&core.unreachable);
     let resurrected = head(&core.resurrected);
+    let saveall = core.debug.get().contains(DebugFlags::SAVEALL);
+    // Every unreachable node is claimed right away: a strong reference of
+    // ours keeps it allocated and in `unreachable` while user code runs
+    // (only a strong count reaching 0 or try_unwrap, which needs
+    // strong == 1, unlinks a node), and weak references stop upgrading.
+    // Unless SAVEALL keeps them, the nodes are also marked DROPPED
+    // tentatively, undone below if a finalizer has to run first.
+    let claim = if saveall {
+        NO_UPGRADE
+    } else {
+        NO_UPGRADE | DROPPED
+    };
     // SAFETY: all lists are valid (no collection is running, user code is not
     // running inside this function until `partition` has rebuilt the lists).
-    unsafe {
+    let part = unsafe {
         for i in 0..g {
             merge(core.gen_head(i), young);
         }
-        find_unreachable(young, unreachable, 0);
+        let part = find_unreachable(young, unreachable, 0, nodes, Some(claim));
         if !ptr::eq(young, old) {
             if g == NUM_GENERATIONS - 2 {
                 core.long_lived_pending
-                    .set(core.long_lived_pending.get() + len(young));
+                    .set(core.long_lived_pending.get() + part.kept);
             }
             merge(young, old);
         } else {
             core.long_lived_pending.set(0);
-            core.long_lived_total.set(len(young));
+            core.long_lived_total.set(part.kept);
         }
-    }
-    // SAFETY: `unreachable` is a valid list of live nodes.
-    let found = unsafe { len(unreachable) };
+        part
+    };
+    let found = nodes.len();
     if found == 0 {
         return (0, 0);
     }
-    // SAFETY: every node in `unreachable` is live; holding a strong
-    // reference keeps each one allocated and in this list while user code
-    // runs (only a strong count reaching 0 or try_unwrap, which needs
-    // strong == 1, unlinks a node).
-    unsafe {
-        for_each(unreachable, |n| {
-            acquire_strong_node(n);
-            let c = node_counts(n);
-            c.set(c.get() | NO_UPGRADE);
-        });
+    if !saveall && !part.needs_finalize {
+        // No finalizer to run: no user code runs before the values are
+        // dropped, so nothing can be resurrected; go straight to destruction.
+        // SAFETY: every node in `nodes` is claimed (see above), marked
+        // DROPPED and in `unreachable`.
+        unsafe { destroy(nodes, unreachable, panics) };
+        return (found, 0);
     }
-    if debug.contains(DebugFlags::SAVEALL) {
-        let mut saved = 0;
+    if saveall {
         // SAFETY: as above; each hold is handed over to the garbage list.
         unsafe {
-            for_each(unreachable, |n| {
+            for &n in nodes.iter() {
                 introspect::save_garbage(n);
-                saved += 1;
-            });
+            }
             merge(unreachable, old);
         }
-        return (found, saved);
+        return (found, found);
     }
     // Finalizers: the graph is fully intact.
     // SAFETY: nodes stay in `unreachable` (see above); `FINALIZED` guarantees
     // at most one call per object; the values are alive.
     unsafe {
-        for_each(unreachable, |n| {
+        for &n in nodes.iter() {
+            let c = node_counts(n);
+            c.set(c.get() & !DROPPED);
+        }
+        for &n in nodes.iter() {
             let l = links(n);
             if l.prev_bits() & FINALIZED == 0 {
                 l.set_prev_bits(l.prev_bits() | FINALIZED);
-                panics.run(|| (l.vtable.finalize)(n));
+                if l.vtable.needs_finalize {
+                    panics.run(|| (l.vtable.finalize)(n));
+                }
             }
-        });
+        }
     }
     // Re-check reachability: finalizers may have resurrected objects.
     // SAFETY: no user code runs during find_unreachable; each node in
     // `unreachable` carries our hold of 1.
     unsafe {
-        find_unreachable(unreachable, resurrected, 1);
-        // Now `unreachable` holds the resurrected objects and `resurrected`
-        // the final garbage; swap roles via names below.
-        let survivors = unreachable;
-        let garbage = resurrected;
-        for_each(survivors, |n| {
+        find_unreachable(unreachable, resurrected, 1, nodes, None);
+        // Now `unreachable` holds the resurrected objects, and `resurrected`
+        // and `nodes` the final garbage.
+        for_each(unreachable, |n| {
             let c = node_counts(n);
             debug_assert!(c.get() & STRONG_MASK > 1);
             c.set(c.get() - 1);
         });
-        merge(survivors, old);
-        // Drop values first (all boxes stay allocated), then free boxes.
-        for_each(garbage, |n| {
+        merge(unreachable, old);
+        for &n in nodes.iter() {
             let c = node_counts(n);
             c.set(c.get() | DROPPED);
-        });
-        for_each(garbage, |n| {
-            panics.run(|| (links(n).vtable.drop_value)(n));
-        });
-        while !is_empty(garbage) {
-            let n = links(garbage).next.get();
-            unlink(n);
+        }
+        destroy(nodes, resurrected, panics);
+    }
+    (found, 0)
+}
+
+/// Drop the values of the garbage (all boxes stay allocated, so cycles break
+/// safely), then empty `list` and release our holds, which frees the boxes
+/// nobody else holds.
+///
+/// # Safety
+///
+/// `nodes` are exactly the nodes of `list`, each marked `DROPPED` and held
+/// by one strong reference of ours; their values are alive.
+unsafe fn destroy(nodes: &[NodePtr], list: NodePtr, panics: &mut PanicSlot) {
+    // SAFETY: guaranteed by the caller. Releasing runs no user code (the
+    // values are already dropped), so the list is not touched meanwhile.
+    unsafe {
+        // One unwind guard for the whole loop, re-entered after a panic at
+        // the next node.
+        let mut i = 0;
+        while i < nodes.len() {
+            panics.run(|| {
+                while let Some(&n) = nodes.get(i) {
+                    i += 1;
+                    (links(n).vtable.drop_value)(n);
+                }
+            });
+        }
+        let lh = links(list);
+        lh.next.set(list);
+        lh.prev.set(list);
+        for &n in nodes {
+            let l = links(n);
+            l.next.set(ptr::null());
+            set_prev(n, ptr::null());
             release_strong_node(n);
         }
     }
-    (found, 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -697,7 +856,10 @@ pub(crate) fn get_count() -> (usize, usize, usize) {
 }
 
 pub(crate) fn set_enabled(on: bool) {
-    CORE.with(|c| c.enabled.set(on));
+    CORE.with(|c| {
+        c.enabled.set(on);
+        update_trigger(c);
+    });
 }
 
 pub(crate) fn is_enabled() -> bool {
@@ -723,6 +885,7 @@ pub(crate) fn set_threshold(t0: usize, t1: usize, t2: usize) {
         c.gens[0].threshold.set(t0);
         c.gens[1].threshold.set(t1);
         c.gens[2].threshold.set(t2);
+        update_trigger(c);
     });
 }
 

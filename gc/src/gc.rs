@@ -126,6 +126,8 @@ pub(crate) struct NodeVTable {
     pub(crate) type_id: fn() -> TypeId,
     /// Offset of the value from the counts word.
     pub(crate) value_offset: usize,
+    /// `Finalize::NEEDS_FINALIZE` of the value's type.
+    pub(crate) needs_finalize: bool,
 }
 
 /// The counts word of a tracked node.
@@ -151,6 +153,18 @@ pub(crate) unsafe fn links<'a>(node: NodePtr) -> &'a Links {
     // SAFETY: guaranteed by the caller; Links only holds Cells and a shared
     // reference, so a shared reference to it never conflicts with writes.
     unsafe { &*node }
+}
+
+/// Layout of a tracked allocation whose `GcBox` has layout `inner`, and the
+/// offset of the `GcBox` in it: the [`Links`] record sits right before the
+/// `GcBox`, which keeps its own alignment. `None` if the size overflows.
+#[inline]
+fn tracked_layout(inner: Layout) -> Option<(Layout, usize)> {
+    let offset = LINKS_SIZE.div_ceil(inner.align()) * inner.align();
+    let align = inner.align().max(mem::align_of::<Links>());
+    let size = offset.checked_add(inner.size())?;
+    let layout = Layout::from_size_align(size, align).ok()?;
+    Some((layout.pad_to_align(), offset))
 }
 
 /// Per-type vtable and layout for tracked boxes.
@@ -179,13 +193,16 @@ impl<T: Trace + 'static> Tracked<T> {
         type_name: std::any::type_name::<T>,
         type_id: TypeId::of::<T>,
         value_offset: mem::offset_of!(GcBox<T>, value),
+        needs_finalize: T::NEEDS_FINALIZE,
     };
 
     fn layout() -> Layout {
-        let size = Self::INNER_OFFSET + mem::size_of::<GcBox<T>>();
-        match Layout::from_size_align(size, Self::ALIGN) {
-            Ok(l) => l.pad_to_align(),
-            Err(_) => panic!(
+        match tracked_layout(Layout::new::<GcBox<T>>()) {
+            Some((l, offset)) => {
+                debug_assert!(offset == Self::INNER_OFFSET && l.align() == Self::ALIGN);
+                l
+            }
+            None => panic!(
                 "strata_gc: value of {} too large",
                 std::any::type_name::<T>()
             ),
@@ -253,6 +270,7 @@ impl<T: Trace + 'static> Tracked<T> {
     }
 
     /// Allocate and initialise a tracked box; returns (node, inner).
+    #[inline]
     fn allocate(value: T) -> (NodePtr, NonNull<GcBox<T>>) {
         let layout = Self::layout();
         // SAFETY: layout has non-zero size (it holds at least Links + counts).
@@ -312,6 +330,64 @@ impl Drop for DepthGuard<'_> {
     }
 }
 
+/// Take one trashcan level to destroy `node` now; if the nesting is already
+/// deep, queue `node` instead and return `false`.
+///
+/// # Safety
+///
+/// As for [`destroy_now`].
+#[inline]
+unsafe fn trashcan_enter(node: NodePtr) -> bool {
+    TRASHCAN.with(|t| {
+        let d = t.depth.get();
+        if d >= TRASHCAN_DEPTH {
+            // SAFETY: node is in no list, so its `next` link is free to
+            // chain it.
+            unsafe { links(node).next.set(t.pending.get()) };
+            t.pending.set(node);
+            false
+        } else {
+            t.depth.set(d + 1);
+            true
+        }
+    })
+}
+
+/// Give back the level taken by [`trashcan_enter`]; at the outermost level,
+/// destroy what was queued.
+#[inline]
+fn trashcan_leave() {
+    TRASHCAN.with(|t| {
+        let d = t.depth.get() - 1;
+        t.depth.set(d);
+        if d == 0 && !t.pending.get().is_null() {
+            drain_trashcan(t);
+        }
+    });
+}
+
+/// Destroy the queued nodes (at depth 0).
+#[cold]
+#[inline(never)]
+fn drain_trashcan(t: &Trashcan) {
+    loop {
+        let n = t.pending.get();
+        if n.is_null() {
+            break;
+        }
+        // SAFETY: queued nodes satisfy destroy_now's contract; the chain
+        // link is cleared before the value is dropped.
+        unsafe {
+            t.pending.set(links(n).next.get());
+            links(n).next.set(ptr::null());
+        }
+        t.depth.set(t.depth.get() + 1);
+        let _g = DepthGuard(&t.depth);
+        // SAFETY: as above.
+        unsafe { destroy_now(n) };
+    }
+}
+
 /// Drop the value of an untracked-from-lists node and release its box.
 ///
 /// # Safety
@@ -335,38 +411,25 @@ unsafe fn destroy_now(node: NodePtr) {
 ///
 /// As for [`destroy_now`].
 unsafe fn destroy_via_trashcan(node: NodePtr) {
-    TRASHCAN.with(|t| {
-        if t.depth.get() >= TRASHCAN_DEPTH {
-            // SAFETY: node is in no list, so its `next` link is free to chain it.
-            unsafe { links(node).next.set(t.pending.get()) };
-            t.pending.set(node);
-            return;
-        }
-        t.depth.set(t.depth.get() + 1);
-        {
-            let _g = DepthGuard(&t.depth);
-            // SAFETY: forwarded from the caller.
-            unsafe { destroy_now(node) };
-        }
-        if t.depth.get() == 0 {
-            loop {
-                let n = t.pending.get();
-                if n.is_null() {
-                    break;
-                }
-                // SAFETY: queued nodes satisfy destroy_now's contract; the
-                // chain link is cleared before the value is dropped.
-                unsafe {
-                    t.pending.set(links(n).next.get());
-                    links(n).next.set(ptr::null());
-                }
-                t.depth.set(t.depth.get() + 1);
-                let _g = DepthGuard(&t.depth);
-                // SAFETY: as above.
-                unsafe { destroy_now(n) };
-            }
-        }
-    });
+    // SAFETY: forwarded from the caller.
+    if !unsafe { trashcan_enter(node) } {
+        return;
+    }
+    let guard = TrashcanLevel;
+    // SAFETY: forwarded from the caller.
+    unsafe { destroy_now(node) };
+    mem::forget(guard);
+    trashcan_leave();
+}
+
+/// Gives back a trashcan level if a `Drop` impl unwinds (queued nodes are
+/// then destroyed by the next outermost release).
+struct TrashcanLevel;
+
+impl Drop for TrashcanLevel {
+    fn drop(&mut self) {
+        let _ = TRASHCAN.try_with(|t| t.depth.set(t.depth.get() - 1));
+    }
 }
 
 /// Give up one strong reference to a tracked node.
@@ -390,7 +453,7 @@ pub(crate) unsafe fn release_strong_node(node: NodePtr) {
 /// # Safety
 ///
 /// `node` is a live tracked box whose strong count is 0; `v` is its counts.
-#[cold]
+#[inline]
 unsafe fn last_strong_gone(node: NodePtr, v: u64) {
     if v & DROPPED != 0 {
         // The collector already dropped the value and unlinked the node.
@@ -480,11 +543,11 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     pub fn new(value: T) -> Gc<T> {
         if T::MAY_CONTAIN_GC {
-            // Collect before linking: `value` lives on our stack meanwhile, so
-            // everything it references counts as externally reachable.
-            collector::before_tracked_alloc();
             let (node, inner) = Tracked::<T>::allocate(value);
             // SAFETY: `node` is a freshly initialised, unlinked tracked box.
+            // A collection `track_new` may start before linking it sees the
+            // box as untracked, so everything it references counts as
+            // externally reachable.
             unsafe { collector::track_new(node) };
             Gc::from_inner(inner)
         } else {
@@ -808,7 +871,7 @@ impl<T: ?Sized> Gc<T> {
     unsafe fn drop_slow(&mut self, v: u64) {
         if v & HAS_LINKS != 0 {
             // SAFETY: tracked box, strong count 0.
-            unsafe { last_strong_gone(self.node_unchecked(), v) };
+            unsafe { self.drop_tracked(v) };
             return;
         }
         let inner = self.ptr.as_ptr();
@@ -827,6 +890,58 @@ impl<T: ?Sized> Gc<T> {
                 alloc::dealloc(inner.cast(), layout);
             }
         }
+    }
+}
+
+impl<T: ?Sized> Gc<T> {
+    /// [`last_strong_gone`] with the value's type known statically: the
+    /// value is dropped and the box freed without going through the vtable
+    /// (unless the trashcan defers it).
+    ///
+    /// # Safety
+    ///
+    /// The box is tracked and its strong count just reached 0 (`v` is the
+    /// counts word).
+    #[inline(never)]
+    unsafe fn drop_tracked(&mut self, v: u64) {
+        // SAFETY: tracked box (caller).
+        let node = unsafe { self.node_unchecked() };
+        if v & DROPPED != 0 {
+            // The collector already dropped the value and unlinked the node.
+            // SAFETY: the implicit weak reference is ours to release.
+            unsafe { release_weak_node(node) };
+            return;
+        }
+        // SAFETY: the node is a live tracked box; unlinking keeps lists
+        // valid. Afterwards it is in no list with strong count 0, as
+        // trashcan_enter requires.
+        if !unsafe {
+            collector::untrack(node);
+            trashcan_enter(node)
+        } {
+            return;
+        }
+        let guard = TrashcanLevel;
+        let inner = self.ptr.as_ptr();
+        // SAFETY: strong count 0, so nobody else can reach the value (weak
+        // upgrades fail); it is dropped exactly once here. The allocation
+        // was made with `tracked_layout` of this GcBox's layout (what
+        // `Tracked::<T>::layout` computes for the concrete type), starting
+        // `offset` bytes before the GcBox.
+        unsafe {
+            let layout = Layout::for_value(&*inner);
+            ptr::drop_in_place(addr_of_mut!((*inner).value));
+            let c = self.counts();
+            let w = (c.get() | DROPPED) - WEAK_ONE;
+            c.set(w);
+            if w & WEAK_MASK == 0 {
+                if let Some((l, offset)) = tracked_layout(layout) {
+                    alloc::dealloc(inner.cast::<u8>().sub(offset), l);
+                }
+            }
+        }
+        mem::forget(guard);
+        trashcan_leave();
     }
 }
 
@@ -1071,7 +1186,6 @@ struct UninitGc<T: Trace + 'static> {
 impl<T: Trace + 'static> UninitGc<T> {
     fn new() -> Self {
         if T::MAY_CONTAIN_GC {
-            collector::before_tracked_alloc();
             let layout = Tracked::<T>::layout();
             // SAFETY: non-zero size layout.
             let base = unsafe { alloc::alloc(layout) };

@@ -70,7 +70,8 @@
 //! [`collect_generation`], [`enable`]/[`disable`], [`count`],
 //! [`set_threshold`], [`freeze`], [`stats`], [`add_callback`],
 //! [`set_debug`] with [`DebugFlags::SAVEALL`] and [`garbage`], and
-//! objgraph-like [`objects_by_type`] and [`growth`].
+//! objgraph-like [`objects_by_type`], [`growth`], [`referrers`],
+//! [`referents`] and [`dot`].
 //!
 //! ```
 //! use std::cell::RefCell;
@@ -108,7 +109,7 @@ mod trace;
 
 pub use crate::gc::{Gc, GcMut, Weak};
 pub use crate::introspect::{
-    CallbackHandle, CallbackInfo, DebugFlags, GarbageEntry, GenerationStats, Phase,
+    CallbackHandle, CallbackInfo, DebugFlags, GarbageEntry, GenerationStats, ObjectInfo, Phase,
 };
 pub use crate::trace::{DynTrace, Finalize, Trace, Visitor};
 pub use strata_gc_derive::{Finalize, Trace};
@@ -295,6 +296,57 @@ pub fn objects_by_type() -> Vec<(&'static str, usize)> {
 /// `(type name, count now, delta)`, largest increase first.
 pub fn growth() -> Vec<(&'static str, usize, isize)> {
     introspect::growth()
+}
+
+/// The tracked objects whose value holds a strong reference to `gc`'s
+/// object (each listed once), found by tracing every tracked object: O(heap).
+/// Local variables and untracked holders are not objects and never listed;
+/// a strong count above the number of referrers' edges points at them.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use strata_gc::{Finalize, Gc, Trace};
+/// #[derive(Trace, Finalize, Default)]
+/// struct Obj(RefCell<Vec<Gc<Obj>>>);
+/// let child = Gc::new(Obj::default());
+/// let parent = Gc::new(Obj::default());
+/// parent.0.borrow_mut().push(child.clone());
+/// let r = strata_gc::referrers(&child);
+/// assert_eq!(r.len(), 1);
+/// assert_eq!(r[0].address, Gc::as_ptr(&parent) as usize);
+/// ```
+pub fn referrers<T: ?Sized>(gc: &Gc<T>) -> Vec<ObjectInfo> {
+    introspect::referrers(gc)
+}
+
+/// The objects `gc`'s value holds a strong reference to (as its
+/// [`Trace`] impl reports them, each listed once). Empty if the value was
+/// dropped by the collector or is borrowed through [`Gc::get_mut`].
+pub fn referents<T: ?Sized + Trace>(gc: &Gc<T>) -> Vec<ObjectInfo> {
+    introspect::referents(gc)
+}
+
+/// A Graphviz DOT graph of `gc`'s neighbourhood: every object within
+/// `depth` strong edges of it, following edges in both directions (what it
+/// references and what references it), and the strong edges between them.
+/// Nodes are labelled with type name, value address and strong count (a
+/// count above the node's drawn in-edges means references from outside the
+/// tracked heap, e.g. local variables: that is what keeps a cycle alive).
+/// O(heap): it traces every tracked object once. Render with `dot -Tsvg`.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use strata_gc::{Finalize, Gc, Trace};
+/// #[derive(Trace, Finalize, Default)]
+/// struct Obj(RefCell<Vec<Gc<Obj>>>);
+/// let a = Gc::new(Obj::default());
+/// a.0.borrow_mut().push(a.clone());
+/// let g = strata_gc::dot(&a, 1);
+/// assert!(g.starts_with("digraph"));
+/// assert_eq!(g.matches(" -> ").count(), 1);
+/// ```
+pub fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
+    introspect::dot(gc, depth)
 }
 
 #[cfg(test)]

@@ -45,3 +45,24 @@ fn over_aligned_tracked_values() {
     drop(a);
     assert_eq!(collect(), 1);
 }
+
+/// Freed by reference counting (the statically typed release path), also
+/// when the last handle is a `Gc<dyn ...>`: the allocation's layout is
+/// recomputed from the value's dynamic size and alignment (Miri checks it).
+#[test]
+fn refcount_release_of_over_aligned_and_dyn_values() {
+    #[derive(Trace, Finalize)]
+    #[repr(align(32))]
+    struct Wide(RefCell<Option<Gc<Wide>>>, #[trace(skip)] [u8; 40]);
+    let a = Gc::new(Wide(RefCell::new(None), [1; 40]));
+    let b = Gc::new(Wide(RefCell::new(Some(a.clone())), [2; 40]));
+    assert_eq!(b.1[0] + a.1[39], 3);
+    drop(a);
+    drop(b);
+    let c = Gc::new(Wide(RefCell::new(None), [3; 40]));
+    let d: Gc<dyn crate::DynTrace> = Gc::unsize(c.clone(), |x| x as &dyn crate::DynTrace);
+    drop(c);
+    assert!(crate::is_tracked(&d));
+    drop(d);
+    assert_eq!(crate::generation_sizes(), [0, 0, 0]);
+}

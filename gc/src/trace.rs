@@ -22,6 +22,13 @@ use crate::gc::{Gc, NodePtr, Weak};
 ///
 /// Implement it with `#[derive(Finalize)]` (no-op) or by hand.
 pub trait Finalize {
+    /// Whether [`finalize`](Finalize::finalize) does anything. `false` lets
+    /// the collector skip the finalization pass and the resurrection re-check
+    /// when no object of the garbage needs finalizing (it is what
+    /// `#[derive(Finalize)]` and the std impls set). Defaults to `true`; a
+    /// wrong `false` only means `finalize` is not called.
+    const NEEDS_FINALIZE: bool = true;
+
     /// Called once by the collector before the object's garbage is dropped.
     fn finalize(&self) {}
 }
@@ -58,6 +65,16 @@ pub(crate) enum VisitMode {
     SubtractRefs,
     /// Propagate reachability: mark and push referenced collecting objects.
     MarkReachable(Vec<NodePtr>),
+    /// Introspection: record every visited edge.
+    Record(Vec<Edge>),
+}
+
+/// One `Gc` reported by a `trace` call in [`VisitMode::Record`].
+pub(crate) struct Edge {
+    /// Address of the referenced value (as `Gc::as_ptr`).
+    pub(crate) address: usize,
+    /// Type name of the referenced value (the concrete type if tracked).
+    pub(crate) type_name: &'static str,
 }
 
 /// Handed to [`Trace::trace`]; only the collector can create one.
@@ -73,11 +90,30 @@ impl Visitor {
     /// Report one owned `Gc`.
     #[inline]
     pub fn visit<T: ?Sized>(&mut self, gc: &Gc<T>) {
-        if let Some(node) = gc.node() {
-            // SAFETY: `gc` keeps its box allocated and `node` is its Links.
-            unsafe { collector::visit_node(&mut self.mode, node) }
+        match &mut self.mode {
+            VisitMode::Record(edges) => record_edge(edges, gc),
+            mode => {
+                if let Some(node) = gc.node() {
+                    // SAFETY: `gc` keeps its box allocated and `node` is its
+                    // Links.
+                    unsafe { collector::visit_node(mode, node) }
+                }
+            }
         }
     }
+}
+
+#[inline(never)]
+fn record_edge<T: ?Sized>(edges: &mut Vec<Edge>, gc: &Gc<T>) {
+    let type_name = match gc.node() {
+        // SAFETY: `gc` keeps its box (and so its Links record) alive.
+        Some(n) => (unsafe { crate::gc::links(n) }.vtable.type_name)(),
+        None => std::any::type_name::<T>(),
+    };
+    edges.push(Edge {
+        address: Gc::as_ptr(gc) as *const u8 as usize,
+        type_name,
+    });
 }
 
 impl std::fmt::Debug for Visitor {
@@ -160,7 +196,9 @@ unsafe impl Trace for dyn DynTrace {
 // Pointers
 // ---------------------------------------------------------------------------
 
-impl<T: ?Sized> Finalize for Gc<T> {}
+impl<T: ?Sized> Finalize for Gc<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 
 // SAFETY: a Gc owns exactly one strong reference: itself.
 unsafe impl<T: ?Sized + Trace> Trace for Gc<T> {
@@ -170,7 +208,9 @@ unsafe impl<T: ?Sized + Trace> Trace for Gc<T> {
     }
 }
 
-impl<T: ?Sized> Finalize for Weak<T> {}
+impl<T: ?Sized> Finalize for Weak<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 
 // SAFETY: weak references are not edges for trial deletion.
 unsafe impl<T: ?Sized> Trace for Weak<T> {
@@ -185,7 +225,9 @@ unsafe impl<T: ?Sized> Trace for Weak<T> {
 
 macro_rules! leaf {
     ($($t:ty),* $(,)?) => {$(
-        impl Finalize for $t {}
+        impl Finalize for $t {
+    const NEEDS_FINALIZE: bool = false;
+}
         // SAFETY: this type never owns a Gc.
         unsafe impl Trace for $t {
             const MAY_CONTAIN_GC: bool = false;
@@ -234,7 +276,9 @@ leaf!(
     std::any::TypeId,
 );
 
-impl<T: ?Sized> Finalize for PhantomData<T> {}
+impl<T: ?Sized> Finalize for PhantomData<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: owns nothing.
 unsafe impl<T: ?Sized> Trace for PhantomData<T> {
     const MAY_CONTAIN_GC: bool = false;
@@ -242,7 +286,9 @@ unsafe impl<T: ?Sized> Trace for PhantomData<T> {
     fn trace(&self, _: &mut Visitor) {}
 }
 
-impl<T: ?Sized> Finalize for &'static T {}
+impl<T: ?Sized> Finalize for &'static T {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: a shared reference owns nothing.
 unsafe impl<T: ?Sized> Trace for &'static T {
     const MAY_CONTAIN_GC: bool = false;
@@ -250,7 +296,9 @@ unsafe impl<T: ?Sized> Trace for &'static T {
     fn trace(&self, _: &mut Visitor) {}
 }
 
-impl<T: ?Sized> Finalize for Rc<T> {}
+impl<T: ?Sized> Finalize for Rc<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: the pointee is shared, not owned: tracing through it could count
 // the same Gc twice. A Gc cycle through an Rc is therefore never collected.
 unsafe impl<T: ?Sized> Trace for Rc<T> {
@@ -259,7 +307,9 @@ unsafe impl<T: ?Sized> Trace for Rc<T> {
     fn trace(&self, _: &mut Visitor) {}
 }
 
-impl<T: ?Sized> Finalize for Arc<T> {}
+impl<T: ?Sized> Finalize for Arc<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: as for Rc.
 unsafe impl<T: ?Sized> Trace for Arc<T> {
     const MAY_CONTAIN_GC: bool = false;
@@ -267,7 +317,9 @@ unsafe impl<T: ?Sized> Trace for Arc<T> {
     fn trace(&self, _: &mut Visitor) {}
 }
 
-impl<T: Copy> Finalize for Cell<T> {}
+impl<T: Copy> Finalize for Cell<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: `Copy` types cannot own a Gc (Gc is not Copy).
 unsafe impl<T: Copy + Trace> Trace for Cell<T> {
     const MAY_CONTAIN_GC: bool = false;
@@ -279,7 +331,9 @@ unsafe impl<T: Copy + Trace> Trace for Cell<T> {
 // Containers
 // ---------------------------------------------------------------------------
 
-impl<T: ?Sized> Finalize for RefCell<T> {}
+impl<T: ?Sized> Finalize for RefCell<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: traces the owned value. If it is mutably borrowed right now it is
 // skipped in every phase of the collection alike, so everything it references
 // stays alive (only a leak of this round's cycles, never a premature free).
@@ -293,7 +347,9 @@ unsafe impl<T: ?Sized + Trace> Trace for RefCell<T> {
     }
 }
 
-impl<T: ?Sized> Finalize for Box<T> {}
+impl<T: ?Sized> Finalize for Box<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: a Box owns its pointee.
 unsafe impl<T: ?Sized + Trace> Trace for Box<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -303,7 +359,9 @@ unsafe impl<T: ?Sized + Trace> Trace for Box<T> {
     }
 }
 
-impl<T> Finalize for Option<T> {}
+impl<T> Finalize for Option<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: owns its content.
 unsafe impl<T: Trace> Trace for Option<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -315,7 +373,9 @@ unsafe impl<T: Trace> Trace for Option<T> {
     }
 }
 
-impl<T, E> Finalize for Result<T, E> {}
+impl<T, E> Finalize for Result<T, E> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: owns its content.
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC || E::MAY_CONTAIN_GC;
@@ -328,7 +388,9 @@ unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     }
 }
 
-impl<T> Finalize for std::cmp::Reverse<T> {}
+impl<T> Finalize for std::cmp::Reverse<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: owns its content.
 unsafe impl<T: Trace> Trace for std::cmp::Reverse<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -338,7 +400,9 @@ unsafe impl<T: Trace> Trace for std::cmp::Reverse<T> {
     }
 }
 
-impl<T> Finalize for [T] {}
+impl<T> Finalize for [T] {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: a slice owns its elements.
 unsafe impl<T: Trace> Trace for [T] {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -352,7 +416,9 @@ unsafe impl<T: Trace> Trace for [T] {
     }
 }
 
-impl<T, const N: usize> Finalize for [T; N] {}
+impl<T, const N: usize> Finalize for [T; N] {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: an array owns its elements.
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -364,7 +430,9 @@ unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
 
 macro_rules! seq {
     ($($name:ident;)*) => {$(
-        impl<T> Finalize for $name<T> {}
+        impl<T> Finalize for $name<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
         // SAFETY: the collection owns its elements; each is visited once.
         unsafe impl<T: Trace> Trace for $name<T> {
             const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -388,7 +456,9 @@ seq! {
     BinaryHeap;
 }
 
-impl<T, S> Finalize for HashSet<T, S> {}
+impl<T, S> Finalize for HashSet<T, S> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: the set owns its elements.
 unsafe impl<T: Trace, S> Trace for HashSet<T, S> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
@@ -402,7 +472,9 @@ unsafe impl<T: Trace, S> Trace for HashSet<T, S> {
     }
 }
 
-impl<K, V, S> Finalize for HashMap<K, V, S> {}
+impl<K, V, S> Finalize for HashMap<K, V, S> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: the map owns its keys and values.
 unsafe impl<K: Trace, V: Trace, S> Trace for HashMap<K, V, S> {
     const MAY_CONTAIN_GC: bool = K::MAY_CONTAIN_GC || V::MAY_CONTAIN_GC;
@@ -417,7 +489,9 @@ unsafe impl<K: Trace, V: Trace, S> Trace for HashMap<K, V, S> {
     }
 }
 
-impl<K, V> Finalize for BTreeMap<K, V> {}
+impl<K, V> Finalize for BTreeMap<K, V> {
+    const NEEDS_FINALIZE: bool = false;
+}
 // SAFETY: the map owns its keys and values.
 unsafe impl<K: Trace, V: Trace> Trace for BTreeMap<K, V> {
     const MAY_CONTAIN_GC: bool = K::MAY_CONTAIN_GC || V::MAY_CONTAIN_GC;
@@ -434,7 +508,9 @@ unsafe impl<K: Trace, V: Trace> Trace for BTreeMap<K, V> {
 
 macro_rules! tuple {
     ($(($($n:tt $t:ident),+))*) => {$(
-        impl<$($t),+> Finalize for ($($t,)+) {}
+        impl<$($t),+> Finalize for ($($t,)+) {
+    const NEEDS_FINALIZE: bool = false;
+}
         // SAFETY: a tuple owns its fields.
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             const MAY_CONTAIN_GC: bool = false $(|| $t::MAY_CONTAIN_GC)+;

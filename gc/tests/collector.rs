@@ -642,3 +642,60 @@ fn finalizer_panic_propagates_after_collection() {
     assert!(!strata_gc::is_collecting());
     assert_eq!(collect(), 0, "the garbage was still freed");
 }
+
+/// A cycle mixing a type with a no-op (derived) finalizer and one with a
+/// real finalizer: the finalizer still runs, once, before anything is
+/// dropped, and every `Drop` sees the whole garbage already marked dropped.
+#[test]
+fn mixed_finalizers_in_one_cycle() {
+    thread_local! {
+        static FINALIZED: Cell<usize> = const { Cell::new(0) };
+        static DROPS_SEEING_DROPPED: Cell<usize> = const { Cell::new(0) };
+    }
+    #[derive(Trace, Finalize)]
+    struct Plain(RefCell<Option<Gc<Fancy>>>);
+    impl Drop for Plain {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.borrow().as_ref() {
+                if Gc::is_dropped(f) {
+                    DROPS_SEEING_DROPPED.with(|c| c.set(c.get() + 1));
+                }
+            }
+        }
+    }
+    #[derive(Trace)]
+    struct Fancy(RefCell<Option<Gc<Plain>>>);
+    impl Finalize for Fancy {
+        fn finalize(&self) {
+            assert!(!Gc::is_dropped(self.0.borrow().as_ref().unwrap()));
+            FINALIZED.with(|c| c.set(c.get() + 1));
+        }
+    }
+    collect();
+    for _ in 0..2 {
+        let p = Gc::new(Plain(RefCell::new(None)));
+        let f = Gc::new(Fancy(RefCell::new(Some(p.clone()))));
+        *p.0.borrow_mut() = Some(f);
+        drop(p);
+    }
+    assert_eq!(collect(), 4);
+    assert_eq!(FINALIZED.with(Cell::get), 2);
+    assert_eq!(DROPS_SEEING_DROPPED.with(Cell::get), 2);
+    assert_eq!(collect(), 0);
+}
+
+/// Garbage of types without finalizers skips the finalization pass but
+/// still clears weak references first and drops everything.
+#[test]
+fn no_finalizer_garbage_clears_weaks_and_drops() {
+    collect();
+    let a = list();
+    let b = list();
+    a.0.borrow_mut().push(b.clone());
+    b.0.borrow_mut().push(a.clone());
+    let (wa, wb) = (Gc::downgrade(&a), Gc::downgrade(&b));
+    drop((a, b));
+    assert_eq!(collect(), 2);
+    assert!(wa.upgrade().is_none() && wb.upgrade().is_none());
+    assert_eq!(wa.strong_count(), 0);
+}

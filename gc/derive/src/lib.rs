@@ -27,14 +27,17 @@ pub fn derive_trace(input: TokenStream) -> TokenStream {
     }
 }
 
-/// Derives an empty `strata_gc::Finalize` (no finalizer).
+/// Derives an empty `strata_gc::Finalize` (no finalizer, `NEEDS_FINALIZE =
+/// false`, so the collector skips the finalization pass for this type).
 #[proc_macro_derive(Finalize)]
 pub fn derive_finalize(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
-        impl #impl_generics ::strata_gc::Finalize for #name #ty_generics #where_clause {}
+        impl #impl_generics ::strata_gc::Finalize for #name #ty_generics #where_clause {
+            const NEEDS_FINALIZE: bool = false;
+        }
     }
     .into()
 }
