@@ -23,7 +23,7 @@
 //!    `-- larger / aligned > 64 KiB ------------------------------> large block ------> os (mmap)
 //! ```
 //!
-//! - Requests up to 128 KiB are rounded to one of 97 size classes (16-byte
+//! - Requests up to 128 KiB are rounded to one of 88 size classes (16-byte
 //!   steps to 128 B, then eight per power of two: at most 12.5 % waste).
 //!   Aligned requests round the size to a multiple of the alignment: the
 //!   class blocks are naturally aligned, so alignment costs nothing.
