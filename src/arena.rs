@@ -144,6 +144,23 @@ fn run_mask(first: usize, n: usize) -> u64 {
     bits << first
 }
 
+/// Marks a run's slots free and dirty (released at `now`); returns whether
+/// its arena has no pool left.
+///
+/// # Safety
+/// The registry lock must be held and the run must be in use (so its arena
+/// is mapped).
+unsafe fn mark_free(run: &SlotRun, now: u64) -> bool {
+    // SAFETY: the arena is mapped and the lock serialises header access.
+    let a = unsafe { &mut *run.arena };
+    let mask = run_mask(run.first, run.count);
+    debug_assert!(a.free_slots & mask == 0, "slot run released twice");
+    a.free_slots |= mask;
+    a.dirty_slots |= mask;
+    a.last_release_ms = now;
+    a.free_slots == ALL_POOL_SLOTS
+}
+
 /// Totals the registry keeps for [`crate::stats`].
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct ArenaTotals {
@@ -324,19 +341,14 @@ impl Registry {
         let now = os::now_ms();
         let delay = self.purge_delay_ms.load(Ordering::Relaxed);
         self.with_state(|state| {
-            // SAFETY: the arena is mapped while it has a slot in use (ours).
-            let a = unsafe { &mut *run.arena };
-            let mask = run_mask(run.first, run.count);
-            debug_assert!(a.free_slots & mask == 0, "slot run released twice");
-            a.free_slots |= mask;
-            a.dirty_slots |= mask;
-            a.last_release_ms = now;
+            // SAFETY: the run is ours, so its arena is mapped; lock held.
+            let arena_empty = unsafe { mark_free(&run, now) };
             // An arena with no pool left goes back to the OS at once (a
             // program that just freed a big working set sees RSS drop
             // without making another call), unless it is the last one,
             // which waits for the purge delay so a program churning around
             // an empty heap does not map and unmap it on every cycle.
-            if a.free_slots == ALL_POOL_SLOTS && state.arenas > 1 {
+            if arena_empty && state.arenas > 1 {
                 Self::unmap_arena(state, run.arena, &self.mapped_bytes);
             }
         });
@@ -366,13 +378,8 @@ impl Registry {
         let delay = self.purge_delay_ms.load(Ordering::Relaxed);
         self.with_state(|_| {
             for run in runs {
-                // SAFETY: the arena is mapped while it has a slot in use.
-                let a = unsafe { &mut *run.arena };
-                let mask = run_mask(run.first, run.count);
-                debug_assert!(a.free_slots & mask == 0, "slot run released twice");
-                a.free_slots |= mask;
-                a.dirty_slots |= mask;
-                a.last_release_ms = now;
+                // SAFETY: the run is ours, so its arena is mapped; lock held.
+                unsafe { mark_free(&run, now) };
             }
         });
         let _ = self.purge_deadline.compare_exchange(
