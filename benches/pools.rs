@@ -1,10 +1,17 @@
 //! Typed pools and owned heaps against their alternatives, in one run:
 //!
 //! - `TypedPool<T>` alloc+drop pairs against `Box<T>`-style alloc/free
-//!   through strata, mimalloc and jemalloc, and against `slab`;
-//! - 1000 allocations then freeing them all: `TypedPool`, `typed-arena`,
-//!   `bumpalo`;
+//!   through strata, mimalloc, jemalloc and snmalloc, against a real
+//!   `Box::new` under mimalloc (this binary's global allocator), and
+//!   against `slab`;
+//! - 1000 allocations then freeing them all: `TypedPool`, `Box` under
+//!   mimalloc, `typed-arena`, `bumpalo`;
 //! - `Heap::reset` of 1M objects against freeing them one by one.
+//!
+//! The `box_*` rows call each allocator's `GlobalAlloc` directly, which
+//! is what `Box` ends in minus the `__rust_alloc` shim: a little faster
+//! than a real `Box`, so the comparison favours them. `box_new_mimalloc`
+//! is the real `Box<T>` under mimalloc.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -13,6 +20,11 @@ use std::time::Duration;
 use allocator_api2::alloc::Allocator;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use strata_alloc::{Heap, Strata, TypedPool};
+
+/// `Box<T>` and the arenas' own chunks get mimalloc, the allocator the
+/// issue's target compares against.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Item = [u64; 4];
 
@@ -44,10 +56,22 @@ fn box_pairs<A: GlobalAlloc>(a: &A) {
 fn bench_pairs(c: &mut Criterion) {
     let mut g = configure(c, "alloc_drop_pairs_1000x32B");
     let pool = TypedPool::<Item>::new();
+    // Same shape as `box_pairs`: write, let the reference escape, free.
     g.bench_function("typed_pool", |b| {
         b.iter(|| {
             for i in 0..1000u64 {
-                black_box(pool.alloc([i; 4]));
+                let item = pool.alloc([i; 4]);
+                black_box(&*item);
+                drop(item);
+            }
+        })
+    });
+    g.bench_function("box_new_mimalloc", |b| {
+        b.iter(|| {
+            for i in 0..1000u64 {
+                let item = Box::new([i; 4]);
+                black_box(&*item);
+                drop(item);
             }
         })
     });
@@ -57,6 +81,9 @@ fn bench_pairs(c: &mut Criterion) {
     });
     g.bench_function("box_jemalloc", |b| {
         b.iter(|| box_pairs(&tikv_jemallocator::Jemalloc))
+    });
+    g.bench_function("box_snmalloc", |b| {
+        b.iter(|| box_pairs(&snmalloc_rs::SnMalloc))
     });
     let mut slab = slab::Slab::<Item>::with_capacity(16);
     g.bench_function("slab", |b| {
@@ -71,13 +98,27 @@ fn bench_pairs(c: &mut Criterion) {
     g.finish();
 }
 
+/// Each pattern as its users write it: the pool and `Box` keep a handle
+/// per object (in a reused `Vec`) and free each one; the arenas hand out
+/// references and free everything at once.
 fn bench_batches(c: &mut Criterion) {
     let mut g = configure(c, "alloc_1000_then_free_all_32B");
     let pool = TypedPool::<Item>::new();
+    let mut handles = Vec::with_capacity(1000);
     g.bench_function("typed_pool", |b| {
         b.iter(|| {
-            let v: Vec<_> = (0..1000u64).map(|i| pool.alloc([i; 4])).collect();
-            black_box(&v);
+            handles.extend((0..1000u64).map(|i| pool.alloc([i; 4])));
+            black_box(&handles);
+            handles.clear();
+        })
+    });
+    drop(handles);
+    let mut boxes = Vec::with_capacity(1000);
+    g.bench_function("box_new_mimalloc", |b| {
+        b.iter(|| {
+            boxes.extend((0..1000u64).map(|i| Box::new([i; 4])));
+            black_box(&boxes);
+            boxes.clear();
         })
     });
     g.bench_function("typed_arena", |b| {
@@ -94,6 +135,15 @@ fn bench_batches(c: &mut Criterion) {
             for i in 0..1000u64 {
                 black_box(bump.alloc([i; 4]));
             }
+        })
+    });
+    let mut bump = bumpalo::Bump::new();
+    g.bench_function("bumpalo_reset", |b| {
+        b.iter(|| {
+            for i in 0..1000u64 {
+                black_box(bump.alloc([i; 4]));
+            }
+            bump.reset();
         })
     });
     g.finish();

@@ -15,6 +15,13 @@
 //! any thread needing a pool of that class reclaims them. A thread freeing
 //! a block of an abandoned pool adopts the pool, and returns it to the
 //! registry once it is empty: no memory is stranded by dead threads.
+//!
+//! Each thread also keeps its allocation [`Counters`] (blocks and bytes it
+//! allocated and freed, and its peak net bytes) beside its heap. Only the
+//! owner writes them, with plain loads and stores; a process-wide table of
+//! live threads' counters (claimed at heap init, released at thread exit
+//! into an "exited threads" total) lets `profile` sum them without a data
+//! race and without allocating.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -65,6 +72,12 @@ pub(crate) struct Heap {
     /// An owned heap (`strata_alloc::Heap`) rather than a thread's: it never
     /// adopts abandoned pools, whose other blocks it must not free on reset.
     owned: bool,
+    /// This thread's slot in the live-counters table, or `NO_SLOT`.
+    counters_slot: usize,
+    /// The thread-exit destructor has run: a heap started again by later
+    /// exit code does not register its counters (its thread's memory may be
+    /// gone before another destructor round folds them).
+    exiting: bool,
 }
 
 impl Heap {
@@ -75,6 +88,8 @@ impl Heap {
             hot_empty: [ptr::null_mut(); HOT_EMPTY_POOLS],
             hot_next: 0,
             owned: false,
+            counters_slot: NO_SLOT,
+            exiting: false,
         }
     }
 
@@ -178,6 +193,11 @@ impl Heap {
             // SAFETY: forwarded contract.
             unsafe { self.free_abandoned(pool, p.cast()) };
         } else {
+            if self.id == 0 {
+                // A thread whose first act is a free: register it so its
+                // counters are seen.
+                self.init();
+            }
             // SAFETY: forwarded contract.
             unsafe { pool.push_thread_free(p.cast()) };
         }
@@ -323,12 +343,31 @@ impl Heap {
         self.id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
         crate::config::init();
         crate::fork::register_once();
-        self.register_exit();
+        // Counters are listed only if the exit destructor will unlist them
+        // (never under Miri and loom, which have no thread-exit key).
+        if self.register_exit() && !self.exiting && self.counters_slot == NO_SLOT {
+            self.counters_slot = live_counters().claim(thread_counters());
+        }
     }
 
-    fn register_exit(&mut self) {
+    /// Initialises a thread heap that has not allocated yet (the large-block
+    /// paths count into the thread's counters without touching the heap).
+    pub(crate) fn ensure_init(&mut self) {
+        if self.id == 0 && !self.owned {
+            self.init();
+        }
+    }
+
+    fn register_exit(&mut self) -> bool {
         static THREAD_EXIT: os::ThreadExitKey = os::ThreadExitKey::new();
-        THREAD_EXIT.set((self as *mut Heap).cast(), on_thread_exit);
+        THREAD_EXIT.set((self as *mut Heap).cast(), on_thread_exit)
+    }
+
+    /// The thread is exiting: unlists its counters and folds them into the
+    /// exited-threads total.
+    fn retire_counters(&mut self, counters: &Counters) {
+        live_counters().retire(self.counters_slot, counters);
+        self.counters_slot = NO_SLOT;
     }
 
     fn push_front(&mut self, class: usize, pool: *mut Pool) {
@@ -649,26 +688,288 @@ pub(crate) fn abandoned() -> &'static Abandoned {
     &ABANDONED_POOLS
 }
 
+/// A thread's allocator state: its heap, and its counters beside it (not
+/// inside it, so that other threads may read the counters while the owner
+/// holds `&mut Heap`).
+struct ThreadHeap {
+    heap: UnsafeCell<Heap>,
+    counters: Counters,
+}
+
+impl ThreadHeap {
+    const fn new() -> Self {
+        ThreadHeap {
+            heap: UnsafeCell::new(Heap::new()),
+            counters: Counters::new(),
+        }
+    }
+}
+
 #[cfg(not(loom))]
 std::thread_local! {
-    static HEAP: UnsafeCell<Heap> = const { UnsafeCell::new(Heap::new()) };
+    static HEAP: ThreadHeap = const { ThreadHeap::new() };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static HEAP: UnsafeCell<Heap> = UnsafeCell::new(Heap::new());
+    static HEAP: ThreadHeap = ThreadHeap::new();
 }
 
 /// Runs `f` on the calling thread's heap.
 #[inline(always)]
 pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
+    with_counted_heap(|heap, _| f(heap))
+}
+
+/// Runs `f` on the calling thread's heap and counters.
+#[inline(always)]
+pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
     // SAFETY: the heap is only reached through this function, which is not
     // re-entered while `f` runs (the allocator never allocates inside
     // itself), so the `&mut` is unique.
-    HEAP.with(|heap| f(unsafe { &mut *heap.get() }))
+    HEAP.with(|t| f(unsafe { &mut *t.heap.get() }, &t.counters))
+}
+
+/// The calling thread's counters (for `profile`, outside the allocator).
+pub(crate) fn with_thread_counters<R>(f: impl FnOnce(&Counters) -> R) -> R {
+    HEAP.with(|t| f(&t.counters))
+}
+
+/// The calling thread's counters, for the live-counters table. The pointer
+/// stays valid until the thread's TLS is freed, after its exit destructor
+/// has unlisted it.
+fn thread_counters() -> *const Counters {
+    HEAP.with(|t| &t.counters as *const Counters)
+}
+
+/// Counts an allocated large block of `bytes` usable bytes.
+pub(crate) fn count_large_alloc(bytes: usize) {
+    with_counted_heap(|heap, counters| {
+        heap.ensure_init();
+        counters.count_alloc(bytes);
+    })
+}
+
+/// Counts a freed large block of `bytes` usable bytes.
+pub(crate) fn count_large_free(bytes: usize) {
+    with_counted_heap(|heap, counters| {
+        heap.ensure_init();
+        counters.count_free(bytes);
+    })
 }
 
 /// The `pthread` key destructor: the thread is exiting.
 unsafe extern "C" fn on_thread_exit(_heap: *mut core::ffi::c_void) {
-    with_heap(|heap| heap.abandon());
+    with_counted_heap(|heap, counters| {
+        heap.exiting = true;
+        heap.abandon();
+        heap.retire_counters(counters);
+    });
+}
+
+/// `Heap::counters_slot` of a thread whose counters are not listed.
+const NO_SLOT: usize = usize::MAX;
+
+/// Threads whose counters can be listed at once; the counters of threads
+/// beyond that are seen only once they exit. 1024 slots are 8 KiB of
+/// zeroed static memory, touched as far as threads have used them.
+const MAX_COUNTED_THREADS: usize = 1024;
+
+/// Totals of [`Counters`]: blocks and bytes allocated and freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub alloc_blocks: usize,
+    pub alloc_bytes: usize,
+    pub free_blocks: usize,
+    pub free_bytes: usize,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.alloc_blocks = self.alloc_blocks.wrapping_add(other.alloc_blocks);
+        self.alloc_bytes = self.alloc_bytes.wrapping_add(other.alloc_bytes);
+        self.free_blocks = self.free_blocks.wrapping_add(other.free_blocks);
+        self.free_bytes = self.free_bytes.wrapping_add(other.free_bytes);
+    }
+}
+
+/// One thread's allocation counters. Written only by the owning thread, on
+/// the allocation and free paths, with a relaxed load and store each (plain
+/// `mov`s, no locked instruction); read by any thread through the
+/// live-counters table. Bytes are block sizes (usable sizes for large
+/// blocks), not requested sizes.
+pub(crate) struct Counters {
+    alloc_blocks: core::sync::atomic::AtomicUsize,
+    alloc_bytes: core::sync::atomic::AtomicUsize,
+    free_blocks: core::sync::atomic::AtomicUsize,
+    free_bytes: core::sync::atomic::AtomicUsize,
+    /// Highest `alloc_bytes - free_bytes` since `profile` last reset it.
+    peak_net: core::sync::atomic::AtomicIsize,
+}
+
+/// Adds `n` to an owner-only counter without a read-modify-write
+/// instruction; returns the new value.
+#[inline(always)]
+fn bump(counter: &core::sync::atomic::AtomicUsize, n: usize) -> usize {
+    let value = counter.load(Ordering::Relaxed).wrapping_add(n);
+    counter.store(value, Ordering::Relaxed);
+    value
+}
+
+impl Counters {
+    const fn new() -> Self {
+        use core::sync::atomic::{AtomicIsize, AtomicUsize};
+        Counters {
+            alloc_blocks: AtomicUsize::new(0),
+            alloc_bytes: AtomicUsize::new(0),
+            free_blocks: AtomicUsize::new(0),
+            free_bytes: AtomicUsize::new(0),
+            peak_net: AtomicIsize::new(0),
+        }
+    }
+
+    /// Counts a block of `bytes` allocated by the owner.
+    #[inline(always)]
+    pub(crate) fn count_alloc(&self, bytes: usize) {
+        bump(&self.alloc_blocks, 1);
+        let allocated = bump(&self.alloc_bytes, bytes);
+        let net = allocated.wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as isize;
+        if net > self.peak_net.load(Ordering::Relaxed) {
+            self.peak_net.store(net, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a block of `bytes` freed by the owner.
+    #[inline(always)]
+    pub(crate) fn count_free(&self, bytes: usize) {
+        bump(&self.free_blocks, 1);
+        bump(&self.free_bytes, bytes);
+    }
+
+    pub(crate) fn read(&self) -> Counts {
+        Counts {
+            alloc_blocks: self.alloc_blocks.load(Ordering::Relaxed),
+            alloc_bytes: self.alloc_bytes.load(Ordering::Relaxed),
+            free_blocks: self.free_blocks.load(Ordering::Relaxed),
+            free_bytes: self.free_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes allocated minus bytes freed by this thread (negative when it
+    /// freed other threads' blocks).
+    pub(crate) fn net(&self) -> isize {
+        self.alloc_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as isize
+    }
+
+    /// The highest [`Counters::net`] since the last [`Counters::set_peak`].
+    pub(crate) fn peak(&self) -> isize {
+        self.peak_net.load(Ordering::Relaxed)
+    }
+
+    /// Sets the running peak (owner only).
+    pub(crate) fn set_peak(&self, peak: isize) {
+        self.peak_net.store(peak, Ordering::Relaxed);
+    }
+
+    /// Starts over from zero (owner only, with the table lock held).
+    fn reset(&self) {
+        for c in [
+            &self.alloc_blocks,
+            &self.alloc_bytes,
+            &self.free_blocks,
+            &self.free_bytes,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.peak_net.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The live threads' counters and the total of exited threads, guarded by
+/// the abandoned-lists lock (which the `fork` handlers already take).
+struct LiveCounters {
+    slots: UnsafeCell<[*const Counters; MAX_COUNTED_THREADS]>,
+    /// Slots below this index may be in use.
+    high: UnsafeCell<usize>,
+    exited: UnsafeCell<Counts>,
+}
+
+// SAFETY: every field is only touched with the abandoned-lists lock held;
+// listed counters are atomics, valid until their thread unlists them.
+unsafe impl Sync for LiveCounters {}
+
+impl LiveCounters {
+    fn lock(&self) -> &RawLock {
+        abandoned().lock()
+    }
+
+    /// Lists `counters`; returns its slot, or `NO_SLOT` when all are taken.
+    fn claim(&self, counters: *const Counters) -> usize {
+        self.lock().with(|| {
+            // SAFETY: we hold the lock.
+            let (slots, high) = unsafe { (&mut *self.slots.get(), &mut *self.high.get()) };
+            let Some(i) = slots.iter().position(|s| s.is_null()) else {
+                return NO_SLOT;
+            };
+            slots[i] = counters;
+            *high = (*high).max(i + 1);
+            i
+        })
+    }
+
+    /// Unlists slot `slot` (if any) and folds `counters` into the exited
+    /// total, then zeroes them: sums taken under the lock see each count
+    /// exactly once.
+    fn retire(&self, slot: usize, counters: &Counters) {
+        self.lock().with(|| {
+            // SAFETY: we hold the lock.
+            let (slots, exited) = unsafe { (&mut *self.slots.get(), &mut *self.exited.get()) };
+            if slot != NO_SLOT {
+                slots[slot] = ptr::null();
+            }
+            exited.add(counters.read());
+            counters.reset();
+        })
+    }
+
+    /// Counts of every thread: the live ones and those that exited.
+    fn totals(&self) -> Counts {
+        self.lock().with(|| {
+            // SAFETY: we hold the lock.
+            let (slots, high, exited) =
+                unsafe { (&*self.slots.get(), *self.high.get(), *self.exited.get()) };
+            let mut sum = exited;
+            for &c in &slots[..high] {
+                if !c.is_null() {
+                    // SAFETY: listed counters are live until their thread
+                    // unlists them, which needs the lock we hold.
+                    sum.add(unsafe { (*c).read() });
+                }
+            }
+            sum
+        })
+    }
+}
+
+fn live_counters() -> &'static LiveCounters {
+    static LIVE_COUNTERS: LiveCounters = LiveCounters {
+        slots: UnsafeCell::new([ptr::null(); MAX_COUNTED_THREADS]),
+        high: UnsafeCell::new(0),
+        exited: UnsafeCell::new(Counts {
+            alloc_blocks: 0,
+            alloc_bytes: 0,
+            free_blocks: 0,
+            free_bytes: 0,
+        }),
+    };
+    &LIVE_COUNTERS
+}
+
+/// Blocks and bytes allocated and freed so far by all threads (live
+/// threads whose counters did not fit in the table are missing until they
+/// exit).
+pub(crate) fn counter_totals() -> Counts {
+    live_counters().totals()
 }

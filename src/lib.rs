@@ -37,6 +37,14 @@
 //!   each and 64 MiB in all are kept for reuse meanwhile), bigger ones at
 //!   once.
 //!
+//! ## Where did my memory go?
+//!
+//! Each thread counts the blocks and bytes it allocates and frees (two
+//! plain adds per call). [`profile`] turns that and the per-class
+//! [`stats`] into `tracemalloc`-style snapshot diffs
+//! ([`profile::Snapshot`]) and `memory_profiler`-style scope reports
+//! ([`profile::measure`]).
+//!
 //! ## Configuration
 //!
 //! `STRATA_PURGE_DELAY=<ms>` and `STRATA_SHOW_STATS=1` (print the report at
@@ -53,6 +61,7 @@ mod large;
 mod os;
 mod owned;
 mod pool;
+pub mod profile;
 mod purge;
 mod report;
 mod size_class;
@@ -86,20 +95,23 @@ unsafe impl GlobalAlloc for Strata {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => heap::with_heap(|heap| heap.alloc(class)),
-            None => large::alloc(layout.size(), layout.align(), false),
+            Some(class) => alloc_small(class),
+            None => alloc_large(layout.size(), layout.align(), false),
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // The layout tells small from large without reading metadata.
-        if class_for(layout.size(), layout.align()).is_some() {
-            // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
-            heap::with_heap(|heap| unsafe { heap.free(ptr) });
+        if let Some(class) = class_for(layout.size(), layout.align()) {
+            heap::with_counted_heap(|heap, counters| {
+                // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
+                unsafe { heap.free(ptr) };
+                counters.count_free(CLASS_SIZES[class] as usize);
+            });
         } else {
             // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
-            unsafe { large::free(ptr) }
+            unsafe { free_large(ptr) }
         }
     }
 
@@ -107,7 +119,7 @@ unsafe impl GlobalAlloc for Strata {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
-                let p = heap::with_heap(|heap| heap.alloc(class));
+                let p = alloc_small(class);
                 if !p.is_null() {
                     // SAFETY: the block holds at least `layout.size()` bytes.
                     unsafe { ptr::write_bytes(p, 0, layout.size()) };
@@ -115,7 +127,7 @@ unsafe impl GlobalAlloc for Strata {
                 p
             }
             // Fresh mappings are already zero: no memset.
-            None => large::alloc(layout.size(), layout.align(), true),
+            None => alloc_large(layout.size(), layout.align(), true),
         }
     }
 
@@ -130,7 +142,7 @@ unsafe impl GlobalAlloc for Strata {
                 }
             }
             // SAFETY: `ptr` is a live large block; the new size is large too.
-            (None, None) => return unsafe { large::realloc(ptr, new_size) },
+            (None, None) => return unsafe { realloc_large(ptr, new_size) },
             _ => {}
         }
         // SAFETY: `new_size` with the old alignment is a valid layout
@@ -147,6 +159,58 @@ unsafe impl GlobalAlloc for Strata {
         }
         new
     }
+}
+
+/// Allocates a block of `class` from the thread heap, counting it.
+#[inline(always)]
+fn alloc_small(class: usize) -> *mut u8 {
+    heap::with_counted_heap(|heap, counters| {
+        let p = heap.alloc(class);
+        if !p.is_null() {
+            counters.count_alloc(CLASS_SIZES[class] as usize);
+        }
+        p
+    })
+}
+
+/// Maps a large block, counting it.
+fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let p = large::alloc(size, align, zeroed);
+    if !p.is_null() {
+        // SAFETY: `p` is a live large block.
+        heap::count_large_alloc(unsafe { large::usable_size(p) });
+    }
+    p
+}
+
+/// Frees a large block, counting it.
+///
+/// # Safety
+/// `ptr` must be a live large block.
+unsafe fn free_large(ptr: *mut u8) {
+    // SAFETY: a live large block (caller).
+    let bytes = unsafe { large::usable_size(ptr) };
+    // SAFETY: as above.
+    unsafe { large::free(ptr) };
+    heap::count_large_free(bytes);
+}
+
+/// Resizes a large block to a large size, counting it as a free and an
+/// allocation.
+///
+/// # Safety
+/// `ptr` must be a live large block.
+unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: a live large block (caller).
+    let old = unsafe { large::usable_size(ptr) };
+    // SAFETY: as above.
+    let new = unsafe { large::realloc(ptr, new_size) };
+    if !new.is_null() {
+        heap::count_large_free(old);
+        // SAFETY: `new` is a live large block.
+        heap::count_large_alloc(unsafe { large::usable_size(new) });
+    }
+    new
 }
 
 /// Bytes usable in the block at `ptr` (at least the size it was allocated
@@ -200,9 +264,13 @@ pub mod raw {
         // SAFETY: a live block (caller).
         unsafe {
             if large::is_large(ptr) {
-                large::free(ptr);
+                free_large(ptr);
             } else {
-                heap::with_heap(|heap| heap.free(ptr));
+                let bytes = usable_size(ptr);
+                heap::with_counted_heap(|heap, counters| {
+                    heap.free(ptr);
+                    counters.count_free(bytes);
+                });
             }
         }
     }
@@ -226,7 +294,7 @@ pub mod raw {
         }
         if is_large && !stays_small {
             // SAFETY: a live large block.
-            return unsafe { large::realloc(ptr, new_size) };
+            return unsafe { realloc_large(ptr, new_size) };
         }
         let new = alloc(new_size, 16, false);
         if !new.is_null() {

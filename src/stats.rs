@@ -190,7 +190,7 @@ pub(crate) fn snapshot() -> Stats {
 }
 
 /// Bytes as a short human figure ("12.3 MiB").
-struct Bytes(usize);
+pub(crate) struct Bytes(pub(crate) usize);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

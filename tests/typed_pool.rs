@@ -33,9 +33,9 @@ fn blocks_are_exact_and_recycled() {
         .all(|(i, b)| b.iter().all(|&x| x == i as u8)));
     let stats = pool.stats();
     assert_eq!((stats.live, stats.cached, stats.bytes), (100, 0, 64 << 10));
-    // Vec drops in order: boxes 0..8 fill the free list, the rest go back
-    // to their chunk.
-    let last_cached = addrs[7];
+    // Vec drops in order: each freed block goes on top of the free list;
+    // under it, the free list keeps boxes 0..7 (the first to arrive) and
+    // the displaced others go back to their chunk.
     drop(boxes);
     let stats = pool.stats();
     assert_eq!(
@@ -43,10 +43,13 @@ fn blocks_are_exact_and_recycled() {
         (0, 8),
         "the free list is bounded"
     );
-    // The most recently cached block comes back first.
+    // The most recently freed block comes back first, then the free list
+    // in LIFO order.
     let again = pool.alloc([7; 24]);
-    assert_eq!(&*again as *const _ as usize, last_cached);
-    drop(again);
+    assert_eq!(&*again as *const _ as usize, addrs[99]);
+    let next = pool.alloc([6; 24]);
+    assert_eq!(&*next as *const _ as usize, addrs[6]);
+    drop((again, next));
     pool.shrink();
     assert_eq!(pool.stats().cached, 0);
 }
@@ -144,4 +147,63 @@ fn dropping_the_pool_returns_its_chunks() {
 #[should_panic(expected = "not supported")]
 fn too_large_types_are_refused_with_a_clear_message() {
     let _ = TypedPool::<[u8; 100_000]>::new();
+}
+
+#[test]
+fn the_default_free_list_holds_one_chunk_of_blocks() {
+    let _serial = serial();
+    // 32-byte blocks: 2048 to a 64 KiB chunk.
+    let pool = TypedPool::<[u64; 4]>::new();
+    let boxes: Vec<_> = (0..3_000u64).map(|i| pool.alloc([i; 4])).collect();
+    drop(boxes);
+    let stats = pool.stats();
+    assert_eq!((stats.live, stats.cached), (0, 2_048));
+    // Big blocks keep the floor of 256.
+    let pages = TypedPool::<[u8; 4096]>::new();
+    drop((0..300).map(|_| pages.alloc([0; 4096])).collect::<Vec<_>>());
+    assert_eq!(pages.stats().cached, 256);
+    // A limit of 0 still keeps the block freed last.
+    let tiny = TypedPool::<u64>::with_cache_limit(0);
+    drop((0..10u64).map(|i| tiny.alloc(i)).collect::<Vec<_>>());
+    assert_eq!(tiny.stats().cached, 1);
+}
+
+#[test]
+fn boxes_dropped_concurrently_while_the_owner_allocates() {
+    let _serial = serial();
+    let pool = TypedPool::<(u64, u64)>::with_cache_limit(64);
+    // Bounded channels keep the boxes in flight, hence the blocks the
+    // pool needs at once, to a few hundred.
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..3)
+        .map(|_| std::sync::mpsc::sync_channel::<PoolBox<'_, (u64, u64)>>(16))
+        .unzip();
+    std::thread::scope(|s| {
+        for rx in receivers {
+            s.spawn(move || {
+                for b in rx {
+                    assert_eq!(b.0 * 2, b.1);
+                }
+            });
+        }
+        let mut kept = Vec::new();
+        for i in 0..30_000u64 {
+            let b = pool.alloc((i, 2 * i));
+            if i % 4 == 0 {
+                kept.push(b); // freed on this thread, below
+            } else {
+                senders[i as usize % 3].send(b).unwrap();
+            }
+            if kept.len() > 100 {
+                kept.clear();
+            }
+        }
+        drop(kept);
+        drop(senders);
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.live, 0);
+    assert!(stats.cached <= 64);
+    // Remote frees came back: 30 000 blocks fit in at most two 64 KiB
+    // chunks (4096 blocks each) because they were reused.
+    assert!(stats.bytes <= 2 * (64 << 10), "{stats:?}");
 }
