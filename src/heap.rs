@@ -186,7 +186,9 @@ impl Heap {
         }
         if pool.owner.load(Ordering::Relaxed) == self.id {
             // SAFETY: we own the pool and the block is live (caller).
-            if unsafe { pool.push_local(p.cast()) } {
+            let emptied = unsafe { pool.push_local(p.cast()) };
+            // A hot pool emptied again stays as it is: skip the call.
+            if emptied && !pool.hot.get() {
                 self.pool_emptied(pool);
             }
         } else if pool.owner.load(Ordering::Relaxed) == ABANDONED {
@@ -194,8 +196,7 @@ impl Heap {
             unsafe { self.free_abandoned(pool, p.cast()) };
         } else {
             if self.id == 0 {
-                // A thread whose first act is a free: register it so its
-                // counters are seen.
+                // A thread whose first act is a free: list its counters.
                 self.init();
             }
             // SAFETY: forwarded contract.
@@ -742,19 +743,41 @@ fn thread_counters() -> *const Counters {
     HEAP.with(|t| &t.counters as *const Counters)
 }
 
-/// Counts an allocated large block of `bytes` usable bytes.
+/// Whether allocations and frees are being counted (a `profile::Counting`
+/// or `profile::Scope` is alive).
+pub(crate) fn counting() -> bool {
+    live_counters().reasons() != 0
+}
+
+/// Adds a reason to count (`profile::Counting`, `profile::Scope`).
+pub(crate) fn start_counting() {
+    live_counters().add_reason(1);
+}
+
+/// Removes a reason to count, added by [`start_counting`].
+pub(crate) fn stop_counting() {
+    live_counters().add_reason(-1);
+}
+
+/// Counts a large block of `bytes` usable bytes allocated by the calling
+/// thread, if it is counting.
 pub(crate) fn count_large_alloc(bytes: usize) {
     with_counted_heap(|heap, counters| {
         heap.ensure_init();
-        counters.count_alloc(bytes);
+        if counters.enabled() {
+            counters.count_alloc(bytes);
+        }
     })
 }
 
-/// Counts a freed large block of `bytes` usable bytes.
+/// Counts a large block of `bytes` usable bytes freed by the calling
+/// thread, if it is counting.
 pub(crate) fn count_large_free(bytes: usize) {
     with_counted_heap(|heap, counters| {
         heap.ensure_init();
-        counters.count_free(bytes);
+        if counters.enabled() {
+            counters.count_free(bytes);
+        }
     })
 }
 
@@ -805,6 +828,11 @@ pub(crate) struct Counters {
     free_bytes: core::sync::atomic::AtomicUsize,
     /// Highest `alloc_bytes - free_bytes` since `profile` last reset it.
     peak_net: core::sync::atomic::AtomicIsize,
+    /// Count at all: set for every listed thread by `profile` (under the
+    /// table lock), read by the owner on each allocation and free. Kept per
+    /// thread so that the fast paths test a thread-local byte rather than
+    /// load a global.
+    enabled: core::sync::atomic::AtomicBool,
 }
 
 /// Adds `n` to an owner-only counter without a read-modify-write
@@ -825,11 +853,20 @@ impl Counters {
             free_blocks: AtomicUsize::new(0),
             free_bytes: AtomicUsize::new(0),
             peak_net: AtomicIsize::new(0),
+            enabled: core::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Counts a block of `bytes` allocated by the owner.
+    /// Whether the owner counts its allocations and frees now.
     #[inline(always)]
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Counts a block of `bytes` allocated by the owner (off the fast path:
+    /// only while [`Counters::enabled`]).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn count_alloc(&self, bytes: usize) {
         bump(&self.alloc_blocks, 1);
         let allocated = bump(&self.alloc_bytes, bytes);
@@ -839,8 +876,9 @@ impl Counters {
         }
     }
 
-    /// Counts a block of `bytes` freed by the owner.
-    #[inline(always)]
+    /// Counts a block of `bytes` freed by the owner (off the fast path).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn count_free(&self, bytes: usize) {
         bump(&self.free_blocks, 1);
         bump(&self.free_bytes, bytes);
@@ -894,6 +932,8 @@ struct LiveCounters {
     /// Slots below this index may be in use.
     high: UnsafeCell<usize>,
     exited: UnsafeCell<Counts>,
+    /// Open reasons to count (`profile::Counting` guards and scopes).
+    reasons: UnsafeCell<usize>,
 }
 
 // SAFETY: every field is only touched with the abandoned-lists lock held;
@@ -915,8 +955,49 @@ impl LiveCounters {
             };
             slots[i] = counters;
             *high = (*high).max(i + 1);
+            // SAFETY: we hold the lock; `counters` is live (caller).
+            unsafe {
+                (*counters)
+                    .enabled
+                    .store(*self.reasons.get() != 0, Ordering::Relaxed)
+            };
             i
         })
+    }
+
+    /// Open reasons to count.
+    fn reasons(&self) -> usize {
+        // SAFETY: we hold the lock.
+        self.lock().with(|| unsafe { *self.reasons.get() })
+    }
+
+    /// Adds `delta` (1 or -1) to the open reasons to count; on a change
+    /// between none and some, turns counting on or off for every listed
+    /// thread and for the calling one (listed or not). Other threads see
+    /// the change within a moment (a relaxed flag).
+    fn add_reason(&self, delta: isize) {
+        let on = self.lock().with(|| {
+            // SAFETY: we hold the lock.
+            let (slots, high, reasons) = unsafe {
+                (
+                    &*self.slots.get(),
+                    *self.high.get(),
+                    &mut *self.reasons.get(),
+                )
+            };
+            let was_on = *reasons != 0;
+            *reasons = reasons.wrapping_add_signed(delta);
+            let on = *reasons != 0;
+            if on != was_on {
+                for &c in slots[..high].iter().filter(|c| !c.is_null()) {
+                    // SAFETY: listed counters are live until their thread
+                    // unlists them, which needs the lock we hold.
+                    unsafe { (*c).enabled.store(on, Ordering::Relaxed) };
+                }
+            }
+            on
+        });
+        with_thread_counters(|c| c.enabled.store(on, Ordering::Relaxed));
     }
 
     /// Unlists slot `slot` (if any) and folds `counters` into the exited
@@ -963,6 +1044,7 @@ fn live_counters() -> &'static LiveCounters {
             free_blocks: 0,
             free_bytes: 0,
         }),
+        reasons: UnsafeCell::new(0),
     };
     &LIVE_COUNTERS
 }

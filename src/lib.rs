@@ -39,8 +39,10 @@
 //!
 //! ## Where did my memory go?
 //!
-//! Each thread counts the blocks and bytes it allocates and frees (two
-//! plain adds per call). [`profile`] turns that and the per-class
+//! While asked to (a [`profile::Counting`] guard or a [`profile::Scope`]),
+//! each thread counts the blocks and bytes it allocates and frees; when
+//! not, the fast paths pay one thread-local flag test. [`profile`] turns
+//! the counts and the per-class
 //! [`stats`] into `tracemalloc`-style snapshot diffs
 //! ([`profile::Snapshot`]) and `memory_profiler`-style scope reports
 //! ([`profile::measure`]).
@@ -107,7 +109,9 @@ unsafe impl GlobalAlloc for Strata {
             heap::with_counted_heap(|heap, counters| {
                 // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
                 unsafe { heap.free(ptr) };
-                counters.count_free(CLASS_SIZES[class] as usize);
+                if counters.enabled() {
+                    counters.count_free(CLASS_SIZES[class] as usize);
+                }
             });
         } else {
             // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
@@ -166,7 +170,7 @@ unsafe impl GlobalAlloc for Strata {
 fn alloc_small(class: usize) -> *mut u8 {
     heap::with_counted_heap(|heap, counters| {
         let p = heap.alloc(class);
-        if !p.is_null() {
+        if counters.enabled() && !p.is_null() {
             counters.count_alloc(CLASS_SIZES[class] as usize);
         }
         p
@@ -266,10 +270,11 @@ pub mod raw {
             if large::is_large(ptr) {
                 free_large(ptr);
             } else {
-                let bytes = usable_size(ptr);
                 heap::with_counted_heap(|heap, counters| {
+                    if counters.enabled() {
+                        counters.count_free(usable_size(ptr));
+                    }
                     heap.free(ptr);
-                    counters.count_free(bytes);
                 });
             }
         }

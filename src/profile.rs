@@ -3,8 +3,13 @@
 //!
 //! This layer owns the user-facing view of the heap layer's allocation
 //! counters (kept per thread in `heap.rs`, summed across threads) and of
-//! the per-class [`crate::stats`] figures; it adds no cost of its own to
-//! the allocator.
+//! the per-class [`crate::stats`] figures.
+//!
+//! Counting is off until asked for, like `tracemalloc.start()`: while a
+//! [`Counting`] guard or a [`Scope`] is alive, every thread counts the
+//! blocks and bytes it allocates and frees (a few plain adds per call).
+//! When nothing asks, the allocator's fast paths pay one relaxed load of
+//! a global flag and an untaken branch.
 //!
 //! - [`Snapshot::take`] records bytes and blocks in use per size class and
 //!   process-wide allocation totals; [`Snapshot::diff`] compares two
@@ -18,6 +23,7 @@
 //!
 //! use strata_alloc::profile::{self, Snapshot};
 //!
+//! let _counting = profile::Counting::start();
 //! let before = Snapshot::take();
 //! let (kept, report) = profile::measure(|| vec![0u8; 1 << 20]);
 //! let diff = before.diff(&Snapshot::take());
@@ -45,8 +51,8 @@ use crate::heap::{self, Counts};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::stats::Bytes;
 
-/// Blocks and bytes allocated and freed since the process started, by all
-/// threads. Bytes are block sizes.
+/// Blocks and bytes allocated and freed by all threads while counting was
+/// on (see [`Counting`]). Bytes are block sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Blocks allocated.
@@ -93,8 +99,38 @@ impl From<Counts> for Totals {
     }
 }
 
+/// Counts allocations while alive (`tracemalloc.start()` ... `stop()`):
+/// the [`Totals`] of snapshots taken meanwhile, and so the "meanwhile"
+/// line of [`SnapshotDiff`], cover what happened between them. Guards
+/// nest; counting stops when the last one drops. [`Scope`]s count on
+/// their own.
+#[derive(Debug)]
+#[must_use = "counting stops when the guard is dropped"]
+pub struct Counting(());
+
+impl Counting {
+    /// Turns counting on until the guard drops.
+    pub fn start() -> Counting {
+        heap::start_counting();
+        Counting(())
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        heap::stop_counting();
+    }
+}
+
+/// Whether allocations are being counted (a [`Counting`] or [`Scope`] is
+/// alive).
+pub fn is_counting() -> bool {
+    heap::counting()
+}
+
 /// What is in use at one moment: per size class and for large blocks,
-/// plus the allocation [`Totals`] so far. Taking one does not allocate.
+/// plus the allocation [`Totals`] so far. The per-class figures come from
+/// the pools and need no counting. Taking one does not allocate.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Blocks in use per size class, indexed by class (blocks freed by
@@ -294,8 +330,9 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Starts measuring.
+    /// Starts measuring (and counting, until the scope ends).
     pub fn begin() -> Scope {
+        heap::start_counting();
         let (start_net, outer_peak) = heap::with_thread_counters(|c| {
             let net = c.net();
             let outer = c.peak();
@@ -329,11 +366,13 @@ impl Scope {
     /// Restores the enclosing scope's peak; returns this scope's.
     fn finish(&mut self) -> isize {
         self.ended = true;
-        heap::with_thread_counters(|c| {
+        let peak = heap::with_thread_counters(|c| {
             let peak = c.peak();
             c.set_peak(peak.max(self.outer_peak));
             peak
-        })
+        });
+        heap::stop_counting();
+        peak
     }
 }
 

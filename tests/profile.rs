@@ -40,6 +40,7 @@ fn snapshot_diff_shows_new_blocks_in_their_class() {
     let (class, block) = class_of(S);
     let layout = Layout::from_size_align(S, 8).unwrap();
     let mut ptrs = Vec::with_capacity(N);
+    let counting = profile::Counting::start();
     let before = Snapshot::take();
     for _ in 0..N {
         // SAFETY: non-zero size.
@@ -66,6 +67,35 @@ fn snapshot_diff_shows_new_blocks_in_their_class() {
     }
     let freed = after.diff(&Snapshot::take());
     assert_eq!(freed.class(class).unwrap().blocks_diff, -(N as isize));
+    assert!(freed.between.freed_blocks >= N, "{freed}");
+    drop(counting);
+}
+
+#[test]
+fn counting_is_off_unless_asked_for() {
+    let _guard = serial();
+    assert!(!profile::is_counting());
+    let before = profile::Totals::now();
+    let idle: Vec<Box<[u8; 100]>> = (0..100).map(|_| Box::new([0u8; 100])).collect();
+    drop(idle);
+    assert_eq!(profile::Totals::now(), before, "nothing counted while off");
+
+    let outer = profile::Counting::start();
+    let inner = profile::Counting::start();
+    drop(inner);
+    assert!(profile::is_counting(), "guards nest");
+    let counted: Vec<Box<[u8; 100]>> = (0..100).map(|_| Box::new([0u8; 100])).collect();
+    let during = profile::Totals::now();
+    assert!(during.allocated_blocks >= before.allocated_blocks + 100);
+    drop(counted);
+    assert!(profile::Totals::now().freed_blocks >= before.freed_blocks + 100);
+    drop(outer);
+    assert!(!profile::is_counting());
+
+    let scope = Scope::begin();
+    assert!(profile::is_counting(), "a scope counts");
+    drop(scope);
+    assert!(!profile::is_counting(), "a dropped scope stops counting");
 }
 
 #[test]
