@@ -46,8 +46,15 @@ pub const DEFAULT_CACHE: usize = 256;
 #[cfg(debug_assertions)]
 const DEBUG_SCAN: usize = 256;
 
+#[cfg(not(loom))]
 std::thread_local! {
     static THREAD_TOKEN: u8 = const { 0 };
+}
+
+// Loom runs its threads on one OS thread: tokens must be loom's.
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_TOKEN: u8 = 0;
 }
 
 /// A token unique among live threads: the address of a thread-local, so a
