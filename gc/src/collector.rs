@@ -23,7 +23,13 @@
 //! array (kept per thread between collections); every later phase iterates
 //! that array, so the loads of successive nodes are independent instead of a
 //! chain of dependent `next` loads. Claiming the garbage (step 1 below) is
-//! folded into the partition phase.
+//! folded into the partition phase. Freed garbage boxes go to per-thread
+//! free lists (`freelist`) that the next tracked allocations take them from.
+//!
+//! Objects that can never be part of a cycle are not tracked at all (see
+//! `Trace::INTERIOR_MUTABLE`); trial deletion treats them like any
+//! reference from outside the collected set, so at worst they keep things
+//! alive, never the other way round.
 //!
 //! # Destruction order (PEP 442)
 //!
@@ -48,6 +54,7 @@ use std::time::Instant;
 use crate::gc::{
     acquire_strong_node, links, node_counts, release_strong_node, Links, NodePtr, NodeVTable,
     DROPPED, FINALIZED, MUT_BORROWED, NO_UPGRADE, PERSISTENT_FLAGS, PREV_FLAGS, STRONG_MASK,
+    TRACKED,
 };
 use crate::introspect::{self, CallbackInfo, DebugFlags, GenerationStats, Phase};
 use crate::trace::{VisitMode, Visitor};
@@ -301,7 +308,10 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 /// # Safety
 ///
 /// `node` is a live, initialised tracked box in no list, to which the caller
-/// holds a strong reference.
+/// holds the only strong reference, and whose counts word already carries
+/// `TRACKED` (written with the rest of the word: setting the bit here would
+/// be a narrow store that stalls the next full read of the word; until the
+/// node is linked nobody can look at it).
 #[inline]
 pub(crate) unsafe fn track_new(node: NodePtr) {
     CORE.with(|core| {
@@ -316,6 +326,26 @@ pub(crate) unsafe fn track_new(node: NodePtr) {
         // SAFETY: generation 0 is a valid list whenever user code can run;
         // the caller guarantees `node` is live and unlinked.
         unsafe { push_back(core.gen_head(0), node) }
+    });
+}
+
+/// Link an untracked object into generation 0 again (see `Gc::get_mut`),
+/// counting it as a new tracked object; the next allocation may collect.
+///
+/// # Safety
+///
+/// `node` is a live, initialised tracked box in no list.
+pub(crate) unsafe fn retrack(node: NodePtr) {
+    CORE.with(|core| {
+        let g0 = &core.gens[0];
+        g0.count.set(g0.count.get() + 1);
+        // SAFETY: generation 0 is a valid list whenever user code can run;
+        // the caller guarantees `node` is live and unlinked.
+        unsafe {
+            push_back(core.gen_head(0), node);
+            let c = node_counts(node);
+            c.set(c.get() | TRACKED);
+        }
     });
 }
 
@@ -339,17 +369,21 @@ fn update_trigger(core: &Core) {
     });
 }
 
-/// Remove a tracked object from whatever list holds it (if any).
+/// Remove a dying object (strong count 0, or moved out by `try_unwrap`)
+/// from whatever list holds it (if any). Its `TRACKED` bit is left as it
+/// is: nobody can ask a dying object, and [`is_linked`] ignores the bit
+/// once `DROPPED` is set.
 ///
 /// # Safety
 ///
-/// `node` is a live tracked box; no collection phase that reuses `prev` is
-/// running (true whenever user code runs).
+/// `node` is a live tracked box that no strong handle can reach any more;
+/// no collection phase that reuses `prev` is running (true whenever user
+/// code runs).
 #[inline]
 pub(crate) unsafe fn untrack(node: NodePtr) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        if links(node).next.get().is_null() {
+        if node_counts(node).get() & TRACKED == 0 {
             return;
         }
         unlink(node);
@@ -367,7 +401,7 @@ pub(crate) unsafe fn untrack(node: NodePtr) {
 /// `node` is a live tracked box.
 pub(crate) unsafe fn is_linked(node: NodePtr) -> bool {
     // SAFETY: guaranteed by the caller.
-    !unsafe { links(node) }.next.get().is_null()
+    unsafe { node_counts(node) }.get() & (TRACKED | DROPPED) == TRACKED
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +442,7 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
                 stack.push(child);
             }
         }
-        VisitMode::Record(_) => {}
+        VisitMode::Record(_) | VisitMode::Untrackable { .. } => {}
     }
 }
 

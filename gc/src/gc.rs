@@ -16,11 +16,18 @@
 //! ```
 //!
 //! The counts word packs the strong count (bits 0..32), the weak count
-//! (bits 32..61, including one implicit weak reference held collectively by
-//! the strong references, as in `std::rc`), and three flags: `NO_UPGRADE`
-//! (weak references were cleared by the collector), `DROPPED` (the collector
-//! dropped the value; the box is kept only for outstanding handles) and
-//! `HAS_LINKS` (the allocation carries a [`Links`] record).
+//! (bits 32..56, including one implicit weak reference held collectively by
+//! the strong references, as in `std::rc`), the height of an untracked
+//! object (bits 56..60, see [`height_of`]), and four flags: `TRACKED` (the
+//! object is in a generation list), `NO_UPGRADE` (weak references were
+//! cleared by the collector), `DROPPED` (the collector dropped the value;
+//! the box is kept only for outstanding handles) and `HAS_LINKS` (the
+//! allocation carries a [`Links`] record).
+//!
+//! A box with links is not necessarily tracked: a value that can never be
+//! part of a cycle (see `Trace::INTERIOR_MUTABLE`) is left out of the
+//! generation lists, like CPython's untracked tuples, and costs what an
+//! `Rc` costs apart from its header.
 
 use std::alloc::{self, Layout};
 use std::any::TypeId;
@@ -35,6 +42,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::{self, addr_of, addr_of_mut, NonNull};
 
 use crate::collector;
+use crate::freelist;
 use crate::trace::{Trace, Visitor};
 
 /// One strong reference in the counts word.
@@ -43,8 +51,16 @@ pub(crate) const STRONG_ONE: u64 = 1;
 pub(crate) const STRONG_MASK: u64 = (1 << 32) - 1;
 /// One weak reference in the counts word.
 pub(crate) const WEAK_ONE: u64 = 1 << 32;
-/// Bits of the counts word that hold the weak count (29 bits: ~536 million).
-pub(crate) const WEAK_MASK: u64 = ((1 << 29) - 1) << 32;
+/// Bits of the counts word that hold the weak count (24 bits: ~16 million).
+pub(crate) const WEAK_MASK: u64 = ((1 << 24) - 1) << 32;
+/// Shift of the height of an untracked object in the counts word.
+const HEIGHT_SHIFT: u32 = 56;
+/// Heights are capped here (4 bits); from this height on, releases go
+/// through the trashcan.
+const MAX_HEIGHT: u64 = 15;
+/// The object is in a generation list (or a list of the collection in
+/// progress). Kept in the counts word, which every release reads anyway.
+pub(crate) const TRACKED: u64 = 1 << 60;
 /// The collector cleared weak references to this object: `upgrade` fails.
 pub(crate) const NO_UPGRADE: u64 = 1 << 61;
 /// The collector dropped the value; dereferencing panics.
@@ -265,16 +281,27 @@ impl<T: Trace + 'static> Tracked<T> {
                 .add(LINKS_SIZE)
                 .sub(Self::INNER_OFFSET)
                 .cast_mut();
-            alloc::dealloc(base, Self::layout());
+            freelist::deallocate(base, Self::layout());
         }
     }
 
-    /// Allocate and initialise a tracked box; returns (node, inner).
+    /// Allocate and initialise a box with links; returns (node, inner).
+    /// `height` is `None` for a box that will be linked (tracked), which
+    /// comes from the free lists that collected garbage fills; an untracked
+    /// box (freed by reference counting) skips the lookup and records its
+    /// height.
     #[inline]
-    fn allocate(value: T) -> (NodePtr, NonNull<GcBox<T>>) {
+    fn allocate(value: T, height: Option<u64>) -> (NodePtr, NonNull<GcBox<T>>) {
+        let linked = height.is_none();
         let layout = Self::layout();
         // SAFETY: layout has non-zero size (it holds at least Links + counts).
-        let base = unsafe { alloc::alloc(layout) };
+        let base = unsafe {
+            if linked {
+                freelist::allocate(layout)
+            } else {
+                alloc::alloc(layout)
+            }
+        };
         if base.is_null() {
             alloc::handle_alloc_error(layout);
         }
@@ -290,7 +317,7 @@ impl<T: Trace + 'static> Tracked<T> {
                 vtable: Self::VTABLE,
             });
             inner.write(GcBox {
-                counts: Cell::new(HAS_LINKS | WEAK_ONE | STRONG_ONE),
+                counts: Cell::new(HAS_LINKS | WEAK_ONE | STRONG_ONE | tracking_bits(height)),
                 value,
             });
             (node, NonNull::new_unchecked(inner))
@@ -519,6 +546,41 @@ pub(crate) unsafe fn acquire_strong_node(node: NodePtr) {
     inc_strong(unsafe { node_counts(node) });
 }
 
+/// `None` if a new object holding `value` must be tracked (linked into
+/// generation 0); otherwise its height. It need not be tracked if its type
+/// cannot change its own edges while shared and everything it references
+/// is untracked: then no cycle can ever pass through it (see
+/// [`untracked_height`](crate::trace::untracked_height)). The box still
+/// carries its [`Links`] so that [`Gc::get_mut`] can track it again.
+#[inline]
+fn untracked_height<T: Trace>(value: &T) -> Option<u64> {
+    if T::INTERIOR_MUTABLE {
+        None
+    } else {
+        crate::trace::untracked_height(value)
+    }
+}
+
+/// Counts-word bits of a new object: `TRACKED`, or its height.
+#[inline]
+fn tracking_bits(height: Option<u64>) -> u64 {
+    match height {
+        None => TRACKED,
+        Some(h) => h.min(MAX_HEIGHT) << HEIGHT_SHIFT,
+    }
+}
+
+/// Height of an untracked object from its counts word `v`: 0 if it holds no
+/// `Gc`, else one more than the highest object it holds (all untracked
+/// too, and immutable, so the height recorded at creation stays true),
+/// capped at [`MAX_HEIGHT`]. Dropping it recurses at most that deep, so
+/// lower objects are released without the trashcan. Meaningless for a
+/// tracked object.
+#[inline]
+pub(crate) fn height_of(v: u64) -> u64 {
+    (v >> HEIGHT_SHIFT) & MAX_HEIGHT
+}
+
 // ---------------------------------------------------------------------------
 // Gc<T>
 // ---------------------------------------------------------------------------
@@ -543,12 +605,16 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     pub fn new(value: T) -> Gc<T> {
         if T::MAY_CONTAIN_GC {
-            let (node, inner) = Tracked::<T>::allocate(value);
-            // SAFETY: `node` is a freshly initialised, unlinked tracked box.
-            // A collection `track_new` may start before linking it sees the
-            // box as untracked, so everything it references counts as
-            // externally reachable.
-            unsafe { collector::track_new(node) };
+            let height = untracked_height(&value);
+            let (node, inner) = Tracked::<T>::allocate(value, height);
+            if height.is_none() {
+                // SAFETY: `node` is a freshly initialised, unlinked tracked
+                // box flagged TRACKED, and we hold its only handle. A
+                // collection `track_new` may start before linking it sees
+                // the box as outside the collected set, so everything it
+                // references counts as externally reachable.
+                unsafe { collector::track_new(node) };
+            }
             Gc::from_inner(inner)
         } else {
             let b = Box::new(GcBox {
@@ -686,6 +752,12 @@ impl<T: ?Sized> Gc<T> {
         unsafe { &*addr_of!((*self.ptr.as_ptr()).counts) }
     }
 
+    /// The counts word (for `Gc::new`'s look at the referents).
+    #[inline]
+    pub(crate) fn counts_word(&self) -> u64 {
+        self.counts().get()
+    }
+
     /// The tracked node of this box, if it has one.
     #[inline]
     pub(crate) fn node(&self) -> Option<NodePtr> {
@@ -788,7 +860,8 @@ impl<T: ?Sized> Gc<T> {
 
     /// Returns a mutable guard to the value if there are no other `Gc` or
     /// `Weak` pointers to it. While the guard lives, the collector does not
-    /// look inside the value (everything it references stays alive).
+    /// look inside the value (everything it references stays alive). An
+    /// untracked object is tracked again, since its edges may now change.
     ///
     /// ```
     /// use strata_gc::Gc;
@@ -805,6 +878,15 @@ impl<T: ?Sized> Gc<T> {
         }
         let node = this.node();
         if let Some(n) = node {
+            // SAFETY: tracked box, alive, strong count 1 and not dropped, so
+            // an unlinked node is one `Gc::new` left untracked (not one
+            // being destroyed): the `&mut T` handed out can change its
+            // edges, so it must be tracked again.
+            unsafe {
+                if !collector::is_linked(n) {
+                    collector::retrack(n);
+                }
+            }
             // SAFETY: tracked box, alive; only the flag bit is touched.
             let l = unsafe { links(n) };
             l.set_prev_bits(l.prev_bits() | MUT_BORROWED);
@@ -902,7 +984,7 @@ impl<T: ?Sized> Gc<T> {
     ///
     /// The box is tracked and its strong count just reached 0 (`v` is the
     /// counts word).
-    #[inline(never)]
+    #[inline]
     unsafe fn drop_tracked(&mut self, v: u64) {
         // SAFETY: tracked box (caller).
         let node = unsafe { self.node_unchecked() };
@@ -912,16 +994,36 @@ impl<T: ?Sized> Gc<T> {
             unsafe { release_weak_node(node) };
             return;
         }
-        // SAFETY: the node is a live tracked box; unlinking keeps lists
-        // valid. Afterwards it is in no list with strong count 0, as
+        if v & TRACKED != 0 {
+            // SAFETY: the node is a live tracked box in a list.
+            unsafe { collector::untrack(node) };
+        } else if height_of(v) < MAX_HEIGHT {
+            // SAFETY: strong count 0, in no list, value alive. An untracked
+            // object only holds untracked objects lower than itself, so this
+            // release recurses at most MAX_HEIGHT deep on its own.
+            unsafe { self.drop_value_and_box() };
+            return;
+        }
+        // SAFETY: the node is in no list now and its strong count is 0, as
         // trashcan_enter requires.
-        if !unsafe {
-            collector::untrack(node);
-            trashcan_enter(node)
-        } {
+        if !unsafe { trashcan_enter(node) } {
             return;
         }
         let guard = TrashcanLevel;
+        // SAFETY: as for drop_value_and_box; the trashcan level is ours.
+        unsafe { self.drop_value_and_box() };
+        mem::forget(guard);
+        trashcan_leave();
+    }
+
+    /// Drop the value and free the box (unless weak references remain).
+    ///
+    /// # Safety
+    ///
+    /// The box has links, its strong count is 0 and its value alive; it is
+    /// in no list.
+    #[inline]
+    unsafe fn drop_value_and_box(&mut self) {
         let inner = self.ptr.as_ptr();
         // SAFETY: strong count 0, so nobody else can reach the value (weak
         // upgrades fail); it is dropped exactly once here. The allocation
@@ -940,8 +1042,6 @@ impl<T: ?Sized> Gc<T> {
                 }
             }
         }
-        mem::forget(guard);
-        trashcan_leave();
     }
 }
 
@@ -1188,7 +1288,7 @@ impl<T: Trace + 'static> UninitGc<T> {
         if T::MAY_CONTAIN_GC {
             let layout = Tracked::<T>::layout();
             // SAFETY: non-zero size layout.
-            let base = unsafe { alloc::alloc(layout) };
+            let base = unsafe { freelist::allocate(layout) };
             if base.is_null() {
                 alloc::handle_alloc_error(layout);
             }
@@ -1235,6 +1335,7 @@ impl<T: Trace + 'static> UninitGc<T> {
     }
 
     fn init(self, value: T) -> Gc<T> {
+        let height = untracked_height(&value);
         let this = ManuallyDrop::new(self);
         // SAFETY: the slot is uninitialised and ours; after writing it the
         // box is a valid GcBox<T> with one strong reference.
@@ -1242,9 +1343,14 @@ impl<T: Trace + 'static> UninitGc<T> {
             let inner = this.inner.as_ptr();
             addr_of_mut!((*inner).value).cast::<T>().write(value);
             let c = &*addr_of!((*inner).counts);
-            c.set(c.get() + STRONG_ONE);
-            if let Some(node) = this.node {
-                collector::track_new(node);
+            match this.node {
+                Some(node) => {
+                    c.set(c.get() + STRONG_ONE + tracking_bits(height));
+                    if height.is_none() {
+                        collector::track_new(node);
+                    }
+                }
+                None => c.set(c.get() + STRONG_ONE),
             }
             Gc::from_inner(this.inner.cast())
         }

@@ -19,8 +19,16 @@
 //! (`#[derive(Finalize)]` or a hand-written finalizer). A type whose
 //! [`Trace::MAY_CONTAIN_GC`] is `false` — `String`, integers, `Vec<u8>`, ... —
 //! can never be part of a cycle: a `Gc` of it is never tracked and costs what
-//! an `Rc` costs (an 8-byte header holding both counts). Tracked objects carry
+//! an `Rc` costs (an 8-byte header holding both counts). Other objects carry
 //! a 32-byte header including the intrusive generation-list links.
+//!
+//! Like CPython, which untracks tuples of untracked objects, an object whose
+//! type cannot change its own `Gc`s through a shared reference
+//! ([`Trace::INTERIOR_MUTABLE`] is `false`: no `RefCell` around them) and
+//! whose referents are all untracked is left untracked: nothing it reaches
+//! can ever be mutated into a cycle. Immutable trees and lists then cost no
+//! collector work at all; [`Gc::get_mut`] tracks such an object again.
+//! [`is_tracked`] tells which objects the collector sees.
 //!
 //! ```
 //! use std::cell::RefCell;
@@ -103,6 +111,7 @@
 extern crate self as strata_gc;
 
 mod collector;
+mod freelist;
 mod gc;
 mod introspect;
 mod trace;
@@ -347,6 +356,30 @@ pub fn referents<T: ?Sized + Trace>(gc: &Gc<T>) -> Vec<ObjectInfo> {
 /// ```
 pub fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
     introspect::dot(gc, depth)
+}
+
+/// Items used by the code `#[derive(Trace)]` generates; not public API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::{Finalize, Trace, Visitor};
+
+    /// Stands for the deriving type inside its own fields when computing
+    /// `INTERIOR_MUTABLE` (see the derive crate's docs). Never instantiated;
+    /// common traits are implemented so that wrappers bounded on them accept
+    /// it.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct SelfPlaceholder;
+
+    impl Finalize for SelfPlaceholder {
+        const NEEDS_FINALIZE: bool = false;
+    }
+
+    // SAFETY: owns nothing. `MAY_CONTAIN_GC` keeps the conservative `true`
+    // of the type it stands for; `INTERIOR_MUTABLE` is the fixed-point seed.
+    unsafe impl Trace for SelfPlaceholder {
+        const INTERIOR_MUTABLE: bool = false;
+        fn trace(&self, _: &mut Visitor) {}
+    }
 }
 
 #[cfg(test)]

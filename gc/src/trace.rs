@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::collector;
-use crate::gc::{Gc, NodePtr, Weak};
+use crate::gc::{Gc, NodePtr, Weak, DROPPED, TRACKED};
 
 /// Code to run when the cycle collector has found an object unreachable,
 /// while every object of the garbage is still intact (PEP 442).
@@ -50,10 +50,26 @@ pub trait Finalize {
 /// `MAY_CONTAIN_GC = false` promises the type can never own a `Gc`; such
 /// values are never tracked and cost what `Rc` costs. (A wrong `false` only
 /// leaks cycles.)
+///
+/// `INTERIOR_MUTABLE = false` promises that the `Gc`s a value owns cannot
+/// change while it is shared (no `RefCell` or other cell around them). A
+/// `Gc` of such a value whose referents are all untracked is itself left
+/// untracked, like CPython's untracked tuples. (A wrong `false` only leaks
+/// cycles, since an untracked object counts as a reference from outside,
+/// and may let dropping a long chain of such values recurse as deep as the
+/// chain, as `Rc` does.)
 pub unsafe trait Trace: Finalize {
     /// Whether a value of this type can own a `Gc` (and thus be part of a
     /// cycle). Defaults to `true`.
     const MAY_CONTAIN_GC: bool = true;
+
+    /// Whether the `Gc`s this value owns *itself* can change through a
+    /// shared reference (`RefCell<Option<Gc<_>>>`: yes; `Option<Gc<_>>`,
+    /// `Vec<Gc<_>>`: no). Shallow: a `Gc<U>` field is `false` whatever `U`
+    /// is, since its pointee is a separate object with its own flag.
+    /// Defaults to [`MAY_CONTAIN_GC`](Trace::MAY_CONTAIN_GC), so that a
+    /// hand-written impl of a type that may hold a `Gc` is always tracked.
+    const INTERIOR_MUTABLE: bool = Self::MAY_CONTAIN_GC;
 
     /// Call `visitor.visit(gc)` for every `Gc` owned by `self`.
     fn trace(&self, visitor: &mut Visitor);
@@ -67,6 +83,10 @@ pub(crate) enum VisitMode {
     MarkReachable(Vec<NodePtr>),
     /// Introspection: record every visited edge.
     Record(Vec<Edge>),
+    /// `Gc::new`: the OR of the visited objects' counts words (is one
+    /// tracked?) and one more than their greatest height (see
+    /// `gc::height_of`).
+    Untrackable { counts: u64, height: u64 },
 }
 
 /// One `Gc` reported by a `trace` call in [`VisitMode::Record`].
@@ -92,6 +112,12 @@ impl Visitor {
     pub fn visit<T: ?Sized>(&mut self, gc: &Gc<T>) {
         match &mut self.mode {
             VisitMode::Record(edges) => record_edge(edges, gc),
+            VisitMode::Untrackable { counts, height } => {
+                // Branch-free: boxes without links have neither bit set.
+                let v = gc.counts_word();
+                *counts |= v;
+                *height = (*height).max(crate::gc::height_of(v) + 1);
+            }
             mode => {
                 if let Some(node) = gc.node() {
                     // SAFETY: `gc` keeps its box allocated and `node` is its
@@ -101,6 +127,33 @@ impl Visitor {
             }
         }
     }
+}
+
+/// `None` if `value` owns a `Gc` to a tracked object (or to one the
+/// collector dropped, to keep it simple); otherwise the height of an object
+/// holding it: 0 without `Gc`s, else one more than the highest referent.
+///
+/// If no referent is tracked and the type is not
+/// [`Trace::INTERIOR_MUTABLE`], no cycle can ever run through the object:
+/// everything it reaches is untracked, hence immutable and acyclic, and
+/// stays so (an untracked object is only re-tracked through `Gc::get_mut`,
+/// which needs the only handle, so its holders are re-tracked first).
+#[inline]
+pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
+    let mut v = Visitor::new(VisitMode::Untrackable {
+        counts: 0,
+        height: 0,
+    });
+    value.trace(&mut v);
+    let out = match v.mode {
+        VisitMode::Untrackable { counts, height } if counts & (TRACKED | DROPPED) == 0 => {
+            Some(height)
+        }
+        _ => None,
+    };
+    // The mode owns no heap memory: skip the drop glue of the other modes.
+    std::mem::forget(v);
+    out
 }
 
 #[inline(never)]
@@ -202,7 +255,9 @@ impl<T: ?Sized> Finalize for Gc<T> {
 
 // SAFETY: a Gc owns exactly one strong reference: itself.
 unsafe impl<T: ?Sized + Trace> Trace for Gc<T> {
-    #[inline]
+    // The pointee is another object with its own flag.
+    const INTERIOR_MUTABLE: bool = false;
+    #[inline(always)]
     fn trace(&self, visitor: &mut Visitor) {
         visitor.visit(self)
     }
@@ -339,7 +394,8 @@ impl<T: ?Sized> Finalize for RefCell<T> {
 // stays alive (only a leak of this round's cycles, never a premature free).
 unsafe impl<T: ?Sized + Trace> Trace for RefCell<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+    #[inline(always)]
     fn trace(&self, visitor: &mut Visitor) {
         if let Ok(v) = self.try_borrow() {
             v.trace(visitor)
@@ -353,7 +409,8 @@ impl<T: ?Sized> Finalize for Box<T> {
 // SAFETY: a Box owns its pointee.
 unsafe impl<T: ?Sized + Trace> Trace for Box<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
+    #[inline(always)]
     fn trace(&self, visitor: &mut Visitor) {
         (**self).trace(visitor)
     }
@@ -365,7 +422,8 @@ impl<T> Finalize for Option<T> {
 // SAFETY: owns its content.
 unsafe impl<T: Trace> Trace for Option<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
+    #[inline(always)]
     fn trace(&self, visitor: &mut Visitor) {
         if let Some(v) = self {
             v.trace(visitor)
@@ -379,6 +437,7 @@ impl<T, E> Finalize for Result<T, E> {
 // SAFETY: owns its content.
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC || E::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE || E::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         match self {
@@ -394,6 +453,7 @@ impl<T> Finalize for std::cmp::Reverse<T> {
 // SAFETY: owns its content.
 unsafe impl<T: Trace> Trace for std::cmp::Reverse<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         self.0.trace(visitor)
@@ -406,6 +466,7 @@ impl<T> Finalize for [T] {
 // SAFETY: a slice owns its elements.
 unsafe impl<T: Trace> Trace for [T] {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         if T::MAY_CONTAIN_GC {
@@ -422,6 +483,7 @@ impl<T, const N: usize> Finalize for [T; N] {
 // SAFETY: an array owns its elements.
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         self[..].trace(visitor)
@@ -436,6 +498,7 @@ macro_rules! seq {
         // SAFETY: the collection owns its elements; each is visited once.
         unsafe impl<T: Trace> Trace for $name<T> {
             const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+            const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
             #[inline]
             fn trace(&self, visitor: &mut Visitor) {
                 if T::MAY_CONTAIN_GC {
@@ -462,6 +525,7 @@ impl<T, S> Finalize for HashSet<T, S> {
 // SAFETY: the set owns its elements.
 unsafe impl<T: Trace, S> Trace for HashSet<T, S> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         if T::MAY_CONTAIN_GC {
@@ -478,6 +542,7 @@ impl<K, V, S> Finalize for HashMap<K, V, S> {
 // SAFETY: the map owns its keys and values.
 unsafe impl<K: Trace, V: Trace, S> Trace for HashMap<K, V, S> {
     const MAY_CONTAIN_GC: bool = K::MAY_CONTAIN_GC || V::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = K::INTERIOR_MUTABLE || V::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         if Self::MAY_CONTAIN_GC {
@@ -495,6 +560,7 @@ impl<K, V> Finalize for BTreeMap<K, V> {
 // SAFETY: the map owns its keys and values.
 unsafe impl<K: Trace, V: Trace> Trace for BTreeMap<K, V> {
     const MAY_CONTAIN_GC: bool = K::MAY_CONTAIN_GC || V::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = K::INTERIOR_MUTABLE || V::INTERIOR_MUTABLE;
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         if Self::MAY_CONTAIN_GC {
@@ -514,6 +580,7 @@ macro_rules! tuple {
         // SAFETY: a tuple owns its fields.
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             const MAY_CONTAIN_GC: bool = false $(|| $t::MAY_CONTAIN_GC)+;
+            const INTERIOR_MUTABLE: bool = false $(|| $t::INTERIOR_MUTABLE)+;
             #[inline]
             fn trace(&self, visitor: &mut Visitor) {
                 $(self.$n.trace(visitor);)+
