@@ -1,14 +1,21 @@
 //! A tour of strata: the allocator serving a multi-threaded program and
-//! giving memory back to the OS, then the cycle collector at work.
+//! giving memory back to the OS, profiling where memory goes, then the
+//! cycle collector at work — recorded as a memory-over-time plot.
 //!
-//! Run it with `cargo run --release --example tour`.
+//! Run it with `cargo run --release --example tour`. It writes its files
+//! to `target/strata-tour/` under the current folder: `memory.svg` (the
+//! plot) and `cycle.dot` (a Graphviz graph of a cycle).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::cell::RefCell;
-
+use strata_alloc::plot::Recorder;
+use strata_alloc::profile::{self, Counting, Snapshot};
 use strata_alloc::Strata;
 use strata_gc::{Finalize, Gc, Phase, Trace};
 
@@ -17,12 +24,77 @@ static GLOBAL: Strata = Strata;
 
 const MIB: f64 = (1 << 20) as f64;
 
+/// Where the tour writes its files (relative to the current folder, like
+/// cargo's `target/`).
+const OUT_DIR: &str = "target/strata-tour";
+
+/// How often the memory plot samples the allocator's stats.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
-fn heading(title: &str) {
+/// Prints a section heading ("7. ...") and marks it on the memory plot
+/// ("section 7: ...", which the plot's own mark numbers do not confuse).
+fn heading(recorder: &Recorder, title: &str) {
+    match title.split_once(". ") {
+        Some((number, rest)) => recorder.mark(format!("section {number}: {rest}")),
+        None => recorder.mark(title),
+    }
     println!("\n== {title} ==");
+}
+
+/// A progress bar for a long step, redrawn in place on stderr when stderr
+/// is a terminal; either way the step ends with one line on stdout, so a
+/// log or a CI run reads the same without the bar.
+struct Progress {
+    what: &'static str,
+    total: usize,
+    live: bool,
+    shown: Option<usize>,
+}
+
+impl Progress {
+    const WIDTH: usize = 30;
+
+    fn new(what: &'static str, total: usize) -> Progress {
+        Progress {
+            what,
+            total: total.max(1),
+            live: std::io::stderr().is_terminal(),
+            shown: None,
+        }
+    }
+
+    /// Shows `done` of the total (redraws only when the bar changes).
+    fn set(&mut self, done: usize) {
+        let filled = done.min(self.total) * Self::WIDTH / self.total;
+        if !self.live || self.shown == Some(filled) {
+            return;
+        }
+        self.shown = Some(filled);
+        let mut err = std::io::stderr().lock();
+        // Progress is decoration: a failed write to stderr is ignored.
+        let _ = write!(
+            err,
+            "\r  {} [{}{}] {:>3}%",
+            self.what,
+            "#".repeat(filled),
+            ".".repeat(Self::WIDTH - filled),
+            filled * 100 / Self::WIDTH
+        );
+        let _ = err.flush();
+    }
+
+    /// Clears the bar and prints the step's result line.
+    fn finish(self, line: &str) {
+        if self.live {
+            // Carriage return, then erase the line (ANSI EL).
+            eprint!("\r\x1b[2K");
+        }
+        println!("  {line}");
+    }
 }
 
 fn summary(label: &str) {
@@ -36,8 +108,8 @@ fn summary(label: &str) {
     );
 }
 
-fn allocator_tour() {
-    heading("1. strata-alloc is the global allocator");
+fn allocator_tour(recorder: &Recorder) {
+    heading(recorder, "1. strata-alloc is the global allocator");
     println!("  #[global_allocator] static GLOBAL: strata_alloc::Strata = strata_alloc::Strata;");
     println!(
         "  {} size classes up to {} KiB; larger blocks map straight from the OS",
@@ -46,7 +118,7 @@ fn allocator_tour() {
     );
     summary("at start");
 
-    heading("2. four threads allocate 256 MiB of small blocks");
+    heading(recorder, "2. four threads allocate 256 MiB of small blocks");
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Vec<Box<[u8]>>>();
     let workers: Vec<_> = (0..4u8)
@@ -70,18 +142,29 @@ fn allocator_tour() {
         })
         .collect();
     drop(tx);
-    let mut batches: Vec<Vec<Box<[u8]>>> = rx.into_iter().collect();
+    let mut progress = Progress::new("allocating", 256 << 20);
+    let mut received = 0;
+    let mut batches: Vec<Vec<Box<[u8]>>> = Vec::new();
+    for batch in rx {
+        received += batch.iter().map(|b| b.len()).sum::<usize>();
+        progress.set(received);
+        batches.push(batch);
+    }
     for w in workers {
         w.join().unwrap();
     }
     let blocks: usize = batches.iter().map(Vec::len).sum();
-    println!(
-        "  {blocks} blocks in {:.0?} (the threads have exited; their pools are abandoned)",
+    progress.finish(&format!(
+        "{blocks} blocks ({}) in {:.0?} (the threads have exited; their pools are abandoned)",
+        mib(received),
         start.elapsed()
-    );
+    ));
     summary("after allocating");
 
-    heading("3. the main thread frees it all; memory goes back to the OS");
+    heading(
+        recorder,
+        "3. the main thread frees it all; memory goes back to the OS",
+    );
     let start = Instant::now();
     batches.clear();
     println!(
@@ -97,7 +180,10 @@ fn allocator_tour() {
         summary(&format!("{} ms later", step * 20));
     }
 
-    heading("4. a 64 MiB buffer grows by mremap, then is unmapped on free");
+    heading(
+        recorder,
+        "4. a 64 MiB buffer grows by mremap, then is unmapped on free",
+    );
     let start = Instant::now();
     let mut big: Vec<u8> = Vec::new();
     for _ in 0..64 {
@@ -108,12 +194,71 @@ fn allocator_tour() {
     drop(big);
     summary("after dropping it");
 
-    heading("5. the stats table (also printed at exit with STRATA_SHOW_STATS=1)");
+    heading(
+        recorder,
+        "5. the stats table (also printed at exit with STRATA_SHOW_STATS=1)",
+    );
     let keep: Vec<Vec<u64>> = (0..2000).map(|i| vec![i; 1 + i as usize % 300]).collect();
     print!("{}", strata_alloc::stats());
     drop(keep);
     strata_alloc::release_memory();
     summary("after release_memory()");
+}
+
+/// A loader's pattern: read every entry into one text buffer, then keep
+/// the parsed entries. The buffer counts in the peak, not the increment.
+fn build_cache(entries: usize) -> HashMap<u64, Box<str>> {
+    let text: String = (0..entries)
+        .map(|i| {
+            format!(
+                "{i}=value-{:08x}-{}\n",
+                i.wrapping_mul(2_654_435_761) as u32,
+                "x".repeat(i % 64)
+            )
+        })
+        .collect();
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.parse().unwrap_or(0), value.into()))
+        .collect()
+}
+
+fn profile_tour(recorder: &Recorder) {
+    heading(
+        recorder,
+        "6. where did my memory go? profile scopes and snapshot diffs",
+    );
+    println!("  let _counting = profile::Counting::start();   // tracemalloc.start()");
+    let counting = Counting::start();
+    let before = Snapshot::take();
+    let (cache, report) = profile::measure(|| build_cache(50_000));
+    recorder.mark("cache built");
+    println!("  profile::measure(|| build_cache(50_000)):");
+    println!("    {report}");
+    println!(
+        "    (the increment is what the cache keeps; the peak adds the text it was parsed from)"
+    );
+
+    let diff = before.diff(&Snapshot::take());
+    println!("  before.diff(&Snapshot::take()): what changed, by size class, biggest first");
+    const ROWS: usize = 8;
+    let table = diff.to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    for line in lines.iter().take(1 + ROWS.min(diff.rows.len())) {
+        println!("    {line}");
+    }
+    if diff.rows.len() > ROWS {
+        println!("    ... {} more rows", diff.rows.len() - ROWS);
+    }
+    if let Some(last) = lines.last() {
+        println!("    {last}");
+    }
+
+    let ((), report) = profile::measure(|| drop(cache));
+    recorder.mark("cache dropped");
+    println!("  profile::measure(|| drop(cache)):");
+    println!("    {report}");
+    drop(counting);
 }
 
 /// A graph node that can take part in cycles.
@@ -140,8 +285,20 @@ impl Finalize for Resource {
     }
 }
 
-fn collector_tour() {
-    heading("6. strata-gc: Gc<T> frees acyclic data at once, like Rc");
+fn collector_tour(recorder: &Recorder) {
+    // Every full collection becomes a mark on the memory plot (the young
+    // ones run hundreds of times a second and would hide the rest).
+    let marks = recorder.handle();
+    let gc_marks = strata_gc::add_callback(move |phase, info| {
+        if phase == Phase::Stop && info.generation == 2 {
+            marks.mark(format!("gen 2 collection ({} unreachable)", info.collected));
+        }
+    });
+
+    heading(
+        recorder,
+        "7. strata-gc: Gc<T> frees acyclic data at once, like Rc",
+    );
     let text = Gc::new(String::from("not tracked: a String can hold no Gc"));
     println!(
         "  Gc<String> tracked by the collector? {}",
@@ -149,7 +306,7 @@ fn collector_tour() {
     );
     drop(text);
 
-    heading("7. cycles: generations, thresholds and collect()");
+    heading(recorder, "8. cycles: generations, thresholds and collect()");
     strata_gc::collect();
     let calls = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let seen = calls.clone();
@@ -164,7 +321,11 @@ fn collector_tour() {
         strata_gc::count()
     );
     let start = Instant::now();
+    let mut progress = Progress::new("making garbage cycles", 100_000);
     for i in 0..100_000 {
+        if i % 1000 == 0 {
+            progress.set(i);
+        }
         // Two-node cycles that become garbage at once.
         let a = Gc::new(Node {
             id: i,
@@ -176,11 +337,11 @@ fn collector_tour() {
         });
         a.edges.borrow_mut().push(b);
     }
-    println!(
-        "  made 100000 garbage 2-cycles in {:.0?}; automatic collections freed them ({} callbacks saw garbage)",
+    progress.finish(&format!(
+        "made 100000 garbage 2-cycles in {:.0?}; automatic collections freed them ({} callbacks saw garbage)",
         start.elapsed(),
         calls.get()
-    );
+    ));
     let keep: Vec<Gc<Node>> = (0..10_000)
         .map(|i| {
             Gc::new(Node {
@@ -225,7 +386,10 @@ fn collector_tour() {
     drop(keep);
     callback.remove();
 
-    heading("8. what keeps a cycle alive: referrers and a Graphviz DOT file");
+    heading(
+        recorder,
+        "9. what keeps a cycle alive: referrers and a Graphviz DOT file",
+    );
     let a = Gc::new(Node {
         id: 1,
         edges: RefCell::new(Vec::new()),
@@ -247,7 +411,7 @@ fn collector_tour() {
         "  node {} is referred to by {:?} (node {} among them)",
         a.id, referrers, b.id
     );
-    let dir = std::path::Path::new("target/strata-tour");
+    let dir = Path::new(OUT_DIR);
     match std::fs::create_dir_all(dir)
         .and_then(|_| std::fs::write(dir.join("cycle.dot"), strata_gc::dot(&a, 3)))
     {
@@ -263,7 +427,10 @@ fn collector_tour() {
         strata_gc::collect()
     );
 
-    heading("9. finalizers and weak references (PEP 442 order)");
+    heading(
+        recorder,
+        "10. finalizers and weak references (PEP 442 order)",
+    );
     let a = Gc::new(Resource {
         name: "socket",
         peer: RefCell::new(None),
@@ -285,9 +452,40 @@ fn collector_tour() {
         watch.upgrade().is_some()
     );
     summary("allocator after the GC tour");
+    gc_marks.remove();
+}
+
+fn plot_tour(mut recorder: Recorder) {
+    heading(&recorder, "11. memory over time: the tour as a plot");
+    recorder.stop();
+    let samples = recorder.samples();
+    let peak = recorder.peak().expect("the recorder sampled at its start");
+    println!(
+        "  let recorder = plot::Recorder::sampling_every({SAMPLE_EVERY:?});   // a background thread"
+    );
+    println!(
+        "  {} samples over {:.2} s and {} marks (sections, full collections)",
+        samples.len(),
+        recorder.elapsed().as_secs_f64(),
+        recorder.marks().len()
+    );
+    println!(
+        "  peaks: RSS {}, committed {}, in use {}",
+        mib(peak.resident_bytes),
+        mib(peak.committed_bytes),
+        mib(peak.in_use_bytes)
+    );
+    let path = Path::new(OUT_DIR).join("memory.svg");
+    match std::fs::create_dir_all(OUT_DIR).and_then(|_| recorder.write_svg(&path)) {
+        Ok(()) => println!("  wrote {} (open it in a browser)", path.display()),
+        Err(e) => println!("  {e}"),
+    }
 }
 
 fn main() {
-    allocator_tour();
-    collector_tour();
+    let recorder = Recorder::sampling_every(SAMPLE_EVERY);
+    allocator_tour(&recorder);
+    profile_tour(&recorder);
+    collector_tour(&recorder);
+    plot_tour(recorder);
 }

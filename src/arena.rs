@@ -144,13 +144,12 @@ fn run_mask(first: usize, n: usize) -> u64 {
     bits << first
 }
 
-/// Marks a run's slots free and dirty (released at `now`); returns whether
-/// its arena has no pool left.
+/// Marks a run's slots free and dirty (released at `now`).
 ///
 /// # Safety
 /// The registry lock must be held and the run must be in use (so its arena
 /// is mapped).
-unsafe fn mark_free(run: &SlotRun, now: u64) -> bool {
+unsafe fn mark_free(run: &SlotRun, now: u64) {
     // SAFETY: the arena is mapped and the lock serialises header access.
     let a = unsafe { &mut *run.arena };
     let mask = run_mask(run.first, run.count);
@@ -158,7 +157,6 @@ unsafe fn mark_free(run: &SlotRun, now: u64) -> bool {
     a.free_slots |= mask;
     a.dirty_slots |= mask;
     a.last_release_ms = now;
-    a.free_slots == ALL_POOL_SLOTS
 }
 
 /// Totals the registry keeps for [`crate::stats`].
@@ -236,6 +234,12 @@ impl Registry {
     /// The lock, for the `fork` handlers.
     pub(crate) fn lock(&self) -> &RawLock {
         &self.lock
+    }
+
+    /// Adds `bytes` returned to the OS outside the registry (free blocks
+    /// purged inside pools) to the purge total.
+    pub(crate) fn count_purged(&self, bytes: usize) {
+        self.with_state(|state| state.purged_bytes += bytes);
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut RegistryState) -> R) -> R {
@@ -340,17 +344,13 @@ impl Registry {
     pub(crate) unsafe fn release(&self, run: SlotRun) {
         let now = os::now_ms();
         let delay = self.purge_delay_ms.load(Ordering::Relaxed);
-        self.with_state(|state| {
+        // An arena left with no pool waits for the purge delay like any
+        // free slot (as in mimalloc): a program that frees a working set
+        // and builds it again (a batch, a request) reuses it without
+        // mapping and faulting it in anew; the purge unmaps it otherwise.
+        self.with_state(|_| {
             // SAFETY: the run is ours, so its arena is mapped; lock held.
-            let arena_empty = unsafe { mark_free(&run, now) };
-            // An arena with no pool left goes back to the OS at once (a
-            // program that just freed a big working set sees RSS drop
-            // without making another call), unless it is the last one,
-            // which waits for the purge delay so a program churning around
-            // an empty heap does not map and unmap it on every cycle.
-            if arena_empty && state.arenas > 1 {
-                Self::unmap_arena(state, run.arena, &self.mapped_bytes);
-            }
+            unsafe { mark_free(&run, now) };
         });
         // Keep the earliest pending deadline; a later one is found by the
         // purge pass itself.

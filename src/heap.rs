@@ -59,6 +59,11 @@ const EMPTY_QUEUE: Queue = Queue {
 /// what an idle heap holds.
 const HOT_EMPTY_POOLS: usize = 16;
 
+/// The first class whose free blocks [`Heap::sweep_big_pools`] purges:
+/// blocks of 16 KiB and more span three whole pages or more besides the
+/// one holding their free-list link.
+const FIRST_PURGED_CLASS: usize = crate::purge::FIRST_PURGED_CLASS;
+
 /// A thread's heap.
 pub(crate) struct Heap {
     /// Owner id written into this heap's pools (0 until first use).
@@ -78,6 +83,8 @@ pub(crate) struct Heap {
     /// exit code does not register its counters (its thread's memory may be
     /// gone before another destructor round folds them).
     exiting: bool,
+    /// When the next [`Heap::sweep_big_pools`] is due (ms, `os::now_ms`).
+    next_sweep_ms: u64,
 }
 
 impl Heap {
@@ -90,6 +97,7 @@ impl Heap {
             owned: false,
             counters_slot: NO_SLOT,
             exiting: false,
+            next_sweep_ms: 0,
         }
     }
 
@@ -239,6 +247,7 @@ impl Heap {
             self.init();
         }
         crate::purge::maybe_purge();
+        self.maybe_sweep_big_pools();
         let registry = registry();
         if let Some(block) = self.alloc_from_queue(class) {
             return block;
@@ -451,6 +460,43 @@ impl Heap {
         // Allocations by later thread-exit code start a fresh heap, which
         // registers for the next round of key destructors.
         self.id = 0;
+    }
+
+    /// Runs [`Heap::sweep_big_pools`] at most once per purge delay (the
+    /// clock is read on allocation slow paths only).
+    fn maybe_sweep_big_pools(&mut self) {
+        let now = os::now_ms();
+        if now < self.next_sweep_ms {
+            return;
+        }
+        let delay = registry().purge_delay_ms.load(Ordering::Relaxed);
+        self.next_sweep_ms = now + delay.max(1);
+        self.sweep_big_pools();
+    }
+
+    /// Gives back what this heap's pools of big blocks hold for nothing:
+    /// it takes in the blocks other threads freed, returns pools left
+    /// empty to the registry (whose purge then returns their slots), and
+    /// returns the inner pages of free blocks to the OS. A thread that
+    /// allocates a few big blocks of many classes would otherwise keep a
+    /// resident, mostly free pool per class (jemalloc purges free pages of
+    /// its large classes the same way).
+    fn sweep_big_pools(&mut self) {
+        for class in FIRST_PURGED_CLASS..NUM_CLASSES {
+            let mut pool = self.queues[class].head;
+            while !pool.is_null() {
+                // SAFETY: pools in our queues are live and ours.
+                let p = unsafe { &*pool };
+                let next = p.next.get();
+                p.collect();
+                if p.used() == 0 {
+                    self.release_from_queue(p);
+                } else {
+                    crate::purge::purge_free_blocks(p);
+                }
+                pool = next;
+            }
+        }
     }
 
     /// Returns this heap's empty pools to the registry (even the one kept
@@ -759,26 +805,43 @@ pub(crate) fn stop_counting() {
     live_counters().add_reason(-1);
 }
 
-/// Counts a large block of `bytes` usable bytes allocated by the calling
-/// thread, if it is counting.
-pub(crate) fn count_large_alloc(bytes: usize) {
-    with_counted_heap(|heap, counters| {
-        heap.ensure_init();
-        if counters.enabled() {
-            counters.count_alloc(bytes);
-        }
-    })
+/// Counts the block at `ptr`, of `bytes`, allocated by the calling thread
+/// (which is counting). Runs outside any `&mut Heap`: a sample may unwind
+/// the stack, and the unwinder may allocate.
+#[inline(never)]
+pub(crate) fn count_alloc(ptr: *mut u8, bytes: usize) {
+    with_thread_counters(|c| c.count_alloc(ptr, bytes));
 }
 
-/// Counts a large block of `bytes` usable bytes freed by the calling
-/// thread, if it is counting.
-pub(crate) fn count_large_free(bytes: usize) {
-    with_counted_heap(|heap, counters| {
+/// Counts the block at `ptr` freed by the calling thread, if it is
+/// counting; `bytes` gives its size (only read then). Call it before the
+/// block is freed: a sampled block leaves the live table before another
+/// thread can get its address again.
+#[inline(always)]
+pub(crate) fn count_free(ptr: *mut u8, bytes: impl FnOnce() -> usize) {
+    if with_thread_counters(|c| c.enabled()) {
+        let bytes = bytes();
+        with_thread_counters(|c| c.count_free(ptr, bytes));
+    }
+}
+
+/// Counts the large block at `ptr`, of `bytes` usable bytes, allocated by
+/// the calling thread, if it is counting.
+pub(crate) fn count_large_alloc(ptr: *mut u8, bytes: usize) {
+    if with_counted_heap(|heap, counters| {
         heap.ensure_init();
-        if counters.enabled() {
-            counters.count_free(bytes);
-        }
-    })
+        counters.enabled()
+    }) {
+        count_alloc(ptr, bytes);
+    }
+}
+
+/// Counts the large block at `ptr`, of `bytes` usable bytes, freed by the
+/// calling thread, if it is counting (call it before the block is
+/// unmapped: only its address is used).
+pub(crate) fn count_large_free(ptr: *mut u8, bytes: usize) {
+    with_heap(|heap| heap.ensure_init());
+    count_free(ptr, || bytes);
 }
 
 /// The `pthread` key destructor: the thread is exiting.
@@ -828,6 +891,10 @@ pub(crate) struct Counters {
     free_bytes: core::sync::atomic::AtomicUsize,
     /// Highest `alloc_bytes - free_bytes` since `profile` last reset it.
     peak_net: core::sync::atomic::AtomicIsize,
+    /// The owner's sampling state (countdown to the next sample, PRNG,
+    /// re-entrancy flag): see `sample.rs`.
+    #[cfg(feature = "sampling")]
+    sampler: crate::sample::ThreadSampler,
     /// Count at all: set for every listed thread by `profile` (under the
     /// table lock), read by the owner on each allocation and free. Kept per
     /// thread so that the fast paths test a thread-local byte rather than
@@ -853,6 +920,8 @@ impl Counters {
             free_blocks: AtomicUsize::new(0),
             free_bytes: AtomicUsize::new(0),
             peak_net: AtomicIsize::new(0),
+            #[cfg(feature = "sampling")]
+            sampler: crate::sample::ThreadSampler::new(),
             enabled: core::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -863,25 +932,44 @@ impl Counters {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Counts a block of `bytes` allocated by the owner (off the fast path:
-    /// only while [`Counters::enabled`]).
+    /// Counts the block at `ptr`, of `bytes`, allocated by the owner (off
+    /// the fast path: only while [`Counters::enabled`]); with the
+    /// `sampling` feature, may also sample it (see `sample.rs`).
     #[cold]
     #[inline(never)]
-    pub(crate) fn count_alloc(&self, bytes: usize) {
+    pub(crate) fn count_alloc(&self, ptr: *mut u8, bytes: usize) {
         bump(&self.alloc_blocks, 1);
         let allocated = bump(&self.alloc_bytes, bytes);
         let net = allocated.wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as isize;
         if net > self.peak_net.load(Ordering::Relaxed) {
             self.peak_net.store(net, Ordering::Relaxed);
         }
+        #[cfg(feature = "sampling")]
+        self.sampler.on_alloc(ptr, bytes);
+        #[cfg(not(feature = "sampling"))]
+        let _ = ptr;
     }
 
-    /// Counts a block of `bytes` freed by the owner (off the fast path).
+    /// Counts the block at `ptr`, of `bytes`, freed by the owner (off the
+    /// fast path); with the `sampling` feature, forgets it if it was
+    /// sampled. Call it before the block is actually freed, so that its
+    /// address cannot have been reused yet.
     #[cold]
     #[inline(never)]
-    pub(crate) fn count_free(&self, bytes: usize) {
+    pub(crate) fn count_free(&self, ptr: *mut u8, bytes: usize) {
         bump(&self.free_blocks, 1);
         bump(&self.free_bytes, bytes);
+        #[cfg(feature = "sampling")]
+        crate::sample::on_free(ptr);
+        #[cfg(not(feature = "sampling"))]
+        let _ = ptr;
+    }
+
+    /// Runs `f` with this (the calling thread's) sampler paused: what `f`
+    /// allocates is counted but never sampled.
+    #[cfg(feature = "sampling")]
+    pub(crate) fn without_sampling<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.sampler.paused(f)
     }
 
     pub(crate) fn read(&self) -> Counts {

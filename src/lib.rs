@@ -62,10 +62,14 @@ mod heap;
 mod large;
 mod os;
 mod owned;
+#[cfg(feature = "plot")]
+pub mod plot;
 mod pool;
 pub mod profile;
 mod purge;
 mod report;
+#[cfg(feature = "sampling")]
+mod sample;
 mod size_class;
 mod stats;
 mod sync;
@@ -106,13 +110,9 @@ unsafe impl GlobalAlloc for Strata {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // The layout tells small from large without reading metadata.
         if let Some(class) = class_for(layout.size(), layout.align()) {
-            heap::with_counted_heap(|heap, counters| {
-                // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
-                unsafe { heap.free(ptr) };
-                if counters.enabled() {
-                    counters.count_free(CLASS_SIZES[class] as usize);
-                }
-            });
+            heap::count_free(ptr, || CLASS_SIZES[class] as usize);
+            // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
+            heap::with_heap(|heap| unsafe { heap.free(ptr) });
         } else {
             // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
             unsafe { free_large(ptr) }
@@ -168,13 +168,11 @@ unsafe impl GlobalAlloc for Strata {
 /// Allocates a block of `class` from the thread heap, counting it.
 #[inline(always)]
 fn alloc_small(class: usize) -> *mut u8 {
-    heap::with_counted_heap(|heap, counters| {
-        let p = heap.alloc(class);
-        if counters.enabled() && !p.is_null() {
-            counters.count_alloc(CLASS_SIZES[class] as usize);
-        }
-        p
-    })
+    let (p, counting) = heap::with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()));
+    if counting && !p.is_null() {
+        heap::count_alloc(p, CLASS_SIZES[class] as usize);
+    }
+    p
 }
 
 /// Maps a large block, counting it.
@@ -182,7 +180,7 @@ fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let p = large::alloc(size, align, zeroed);
     if !p.is_null() {
         // SAFETY: `p` is a live large block.
-        heap::count_large_alloc(unsafe { large::usable_size(p) });
+        heap::count_large_alloc(p, unsafe { large::usable_size(p) });
     }
     p
 }
@@ -194,9 +192,9 @@ fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 unsafe fn free_large(ptr: *mut u8) {
     // SAFETY: a live large block (caller).
     let bytes = unsafe { large::usable_size(ptr) };
+    heap::count_large_free(ptr, bytes);
     // SAFETY: as above.
     unsafe { large::free(ptr) };
-    heap::count_large_free(bytes);
 }
 
 /// Resizes a large block to a large size, counting it as a free and an
@@ -210,9 +208,9 @@ unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: as above.
     let new = unsafe { large::realloc(ptr, new_size) };
     if !new.is_null() {
-        heap::count_large_free(old);
+        heap::count_large_free(ptr, old);
         // SAFETY: `new` is a live large block.
-        heap::count_large_alloc(unsafe { large::usable_size(new) });
+        heap::count_large_alloc(new, unsafe { large::usable_size(new) });
     }
     new
 }
@@ -270,12 +268,8 @@ pub mod raw {
             if large::is_large(ptr) {
                 free_large(ptr);
             } else {
-                heap::with_counted_heap(|heap, counters| {
-                    if counters.enabled() {
-                        counters.count_free(usable_size(ptr));
-                    }
-                    heap.free(ptr);
-                });
+                heap::count_free(ptr, || usable_size(ptr));
+                heap::with_heap(|heap| heap.free(ptr));
             }
         }
     }

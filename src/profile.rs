@@ -33,6 +33,10 @@
 //! # drop(kept);
 //! ```
 //!
+//! - With the `sampling` feature, [`sampling`] attributes allocations to
+//!   their call sites by sampling them with backtraces, like jemalloc's
+//!   heap profiler and `tracemalloc`'s tracebacks.
+//!
 //! Counted bytes are block sizes (a request is rounded up to its size
 //! class; a large block counts its usable size), so they match
 //! [`crate::stats`]. Blocks of owned [`crate::Heap`]s are not counted
@@ -50,6 +54,63 @@ use core::marker::PhantomData;
 use crate::heap::{self, Counts};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::stats::Bytes;
+
+/// Sampled call-site profiling with backtraces (feature `sampling`): which
+/// lines of the program allocated the memory that is live, estimated from
+/// samples the way jemalloc's heap profiler does it.
+///
+/// While a [`Sampling`](sampling::Sampling) guard is alive, each thread
+/// samples about one allocation per `interval` bytes it allocates
+/// (default 512 KiB, jemalloc's `lg_prof_sample:19`), at intervals drawn
+/// from an exponential distribution; a sample records the stack's return
+/// addresses (no symbols, no allocation, inside `malloc`) and stands for
+/// `size / p` bytes, `p` being the block's chance of being sampled, so
+/// that estimates are unbiased for every size. Freeing a sampled block
+/// takes its weight off its site. A [`Report`](sampling::Report) resolves
+/// the stacks (outside the allocator), drops the allocator's own frames,
+/// and lists sites by estimated live bytes; [`Report::diff`] compares two
+/// reports site by site, like `tracemalloc`'s `compare_to(..,
+/// 'traceback')`.
+///
+/// [`Report::diff`]: sampling::Report::diff
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: strata_alloc::Strata = strata_alloc::Strata;
+///
+/// use strata_alloc::profile::sampling::{Report, Sampling};
+///
+/// #[inline(never)]
+/// fn load_table() -> Vec<u64> {
+///     vec![7; 1 << 20]
+/// }
+///
+/// let sampling = Sampling::with_interval(64 << 10);
+/// let table = load_table();
+/// let report = Report::take();
+/// drop(sampling);
+/// assert!(report.sites[0].live_bytes >= 4 << 20);
+/// println!("{report}");
+/// # drop(table);
+/// ```
+///
+/// Bounds (fixed tables in static memory, resident only as far as used):
+/// [`MAX_SITES`](sampling::MAX_SITES) distinct stacks (samples of further
+/// stacks count in one "other" site), [`MAX_FRAMES`](sampling::MAX_FRAMES)
+/// frames per stack (allocator frames included), and
+/// [`LIVE_BUCKETS`](sampling::LIVE_BUCKETS) x
+/// [`BUCKET_SLOTS`](sampling::BUCKET_SLOTS) live sampled blocks (a sample
+/// finding its bucket full is counted as allocated, not as live, and
+/// reported as untracked). Frees by threads beyond the 1024 whose
+/// counters are listed (see above) and frees while no counting is on are
+/// not seen.
+#[cfg(feature = "sampling")]
+pub mod sampling {
+    pub use crate::sample::{
+        Frame, Report, ReportDiff, Sampling, Site, SiteDiff, BUCKET_SLOTS, DEFAULT_INTERVAL,
+        LIVE_BUCKETS, MAX_FRAMES, MAX_SITES,
+    };
+}
 
 /// Blocks and bytes allocated and freed by all threads while counting was
 /// on (see [`Counting`]). Bytes are block sizes.

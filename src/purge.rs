@@ -9,9 +9,33 @@
 //! release, large allocation or free, thread exit) run a due purge, which
 //! costs one atomic load when none is due. [`crate::release_memory`] purges
 //! everything at once.
+//!
+//! Free blocks of 16 KiB and more are purged page by page inside their
+//! pools, by the owning thread's heap sweep (`Heap::sweep_big_pools`, at
+//! most once per delay): they are big enough that a few free ones cost
+//! more resident memory than a whole pool of small blocks.
 
 use crate::arena::registry;
 use crate::large;
+use crate::os::{self, PAGE_SIZE};
+use crate::pool::{Block, Pool};
+use crate::size_class::{class_size, NUM_CLASSES};
+
+/// The first size class whose free blocks are purged in place: 16 KiB.
+pub(crate) const FIRST_PURGED_CLASS: usize = {
+    let mut class = 0;
+    while class < NUM_CLASSES && class_size(class) < 16 * 1024 {
+        class += 1;
+    }
+    class
+};
+
+/// Written into the second word of a purged free block (xor its address),
+/// so later sweeps skip it. The first page of a block stays resident (it
+/// holds the free-list link), so the mark survives the purge. A block
+/// reallocated and freed again with its second word untouched keeps the
+/// mark and is not purged again: the cost is resident pages, never data.
+const PURGED_MARK: usize = 0x5354_5241_5441_5055; // "STRATAPU"
 
 /// Runs the purges that are due.
 #[inline]
@@ -25,3 +49,41 @@ pub(crate) fn purge_all() {
     registry().purge(true);
     large::cache().purge(true);
 }
+
+/// Returns the inner pages of `pool`'s free blocks (on its `free` and
+/// `local_free` lists) to the OS, skipping blocks already purged.
+/// Owner only: the lists are the owner's.
+pub(crate) fn purge_free_blocks(pool: &Pool) {
+    let size = pool.block_size as usize;
+    let mut purged = 0;
+    for list in [pool.free.get(), pool.local_free.get()] {
+        let mut block = list;
+        while !block.is_null() {
+            let mark_at = block.cast::<usize>().wrapping_add(1);
+            let mark = PURGED_MARK ^ block.addr();
+            // SAFETY: `block` is a free block of `pool` (owner's list), at
+            // least 16 KiB; its first two words are the allocator's.
+            if unsafe { mark_at.read() } != mark {
+                // Whole pages past the link and the mark, inside the block.
+                let start = (block.addr() + 2 * size_of::<usize>()).next_multiple_of(PAGE_SIZE);
+                let end = (block.addr() + size) & !(PAGE_SIZE - 1);
+                if end > start {
+                    // SAFETY: page-aligned, inside a free block of a live
+                    // pool (no live data), in an arena reservation.
+                    unsafe { os::decommit(block.cast::<u8>().with_addr(start), end - start) };
+                    purged += end - start;
+                }
+                // SAFETY: as above.
+                unsafe { mark_at.write(mark) };
+            }
+            // SAFETY: as above; the link stays valid (first page kept).
+            block = unsafe { (*block).next };
+        }
+    }
+    if purged != 0 {
+        registry().count_purged(purged);
+    }
+}
+
+/// A free block's link, for [`purge_free_blocks`].
+const _: () = assert!(size_of::<Block>() == size_of::<usize>());

@@ -26,6 +26,13 @@
 //! folded into the partition phase. Freed garbage boxes go to per-thread
 //! free lists (`freelist`) that the next tracked allocations take them from.
 //!
+//! A young collection is skipped (everything promoted without tracing, the
+//! collection still counted) while no object of the collected generations
+//! is [`PURPLE`], i.e. had its strong count decremented to a non-zero value
+//! since a collection last examined it: such generations hold no garbage
+//! (see [`note_decrement`]). Structures that are built without dropping
+//! handles (a tree with parent pointers) are then never traced while young.
+//!
 //! Objects that can never be part of a cycle are not tracked at all (see
 //! `Trace::INTERIOR_MUTABLE`); trial deletion treats them like any
 //! reference from outside the collected set, so at worst they keep things
@@ -53,8 +60,8 @@ use std::time::Instant;
 
 use crate::gc::{
     acquire_strong_node, links, node_counts, release_strong_node, Links, NodePtr, NodeVTable,
-    DROPPED, FINALIZED, MUT_BORROWED, NO_UPGRADE, PERSISTENT_FLAGS, PREV_FLAGS, STRONG_MASK,
-    TRACKED,
+    DROPPED, FINALIZED, HEIGHT_BITS, MUT_BORROWED, NO_UPGRADE, PERSISTENT_FLAGS, PREV_FLAGS,
+    PURPLE, STRONG_MASK, TRACKED,
 };
 use crate::introspect::{self, CallbackInfo, DebugFlags, GenerationStats, Phase};
 use crate::trace::{VisitMode, Visitor};
@@ -108,6 +115,9 @@ pub(crate) struct Core {
     debug: Cell<DebugFlags>,
     long_lived_total: Cell<usize>,
     long_lived_pending: Cell<usize>,
+    /// Bit `g` set: an object of generations `0..=g` may be
+    /// [`PURPLE`]; see [`note_decrement`].
+    purple_gens: Cell<u8>,
     stats: Cell<[GenerationStats; NUM_GENERATIONS]>,
 }
 
@@ -128,6 +138,7 @@ thread_local! {
             debug: Cell::new(DebugFlags::empty()),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
+            purple_gens: Cell::new(0),
             stats: Cell::new([GenerationStats::ZERO; NUM_GENERATIONS]),
         }
     };
@@ -343,8 +354,10 @@ pub(crate) unsafe fn retrack(node: NodePtr) {
         // the caller guarantees `node` is live and unlinked.
         unsafe {
             push_back(core.gen_head(0), node);
+            // The height bits of an untracked object become the (clear)
+            // PURPLE flag of a tracked one.
             let c = node_counts(node);
-            c.set(c.get() | TRACKED);
+            c.set((c.get() & !HEIGHT_BITS) | TRACKED);
         }
     });
 }
@@ -393,6 +406,31 @@ pub(crate) unsafe fn untrack(node: NodePtr) {
         g0.count.set(g0.count.get().saturating_sub(1));
     });
 }
+
+/// A tracked object just turned [`PURPLE`]: some generation may now hold
+/// garbage.
+///
+/// # Why young collections may be skipped
+///
+/// A set of young objects that is garbage has no reference from outside
+/// itself, although each member had one when it was created (the handle
+/// `Gc::new` returned) or when a collection last found it reachable. The
+/// last such outside reference cannot have been moved into the set (that
+/// needs a borrow of a member, rooted in yet another outside reference), so
+/// it was dropped: a decrement to a non-zero count of a member, after the
+/// member was last examined. That member is purple. So while no object of
+/// generations `0..=g` is purple, a collection of generation `g` would find
+/// nothing and just promotes everything: [`collect_lists`] does that
+/// without tracing. (Code that builds a cycle through raw pointers, with no
+/// decrement at all, gets it collected by the next full collection, which is
+/// never skipped.)
+#[inline]
+pub(crate) fn note_decrement() {
+    CORE.with(|core| core.purple_gens.set(ALL_GENS));
+}
+
+/// Every bit of [`Core::purple_gens`].
+const ALL_GENS: u8 = (1 << NUM_GENERATIONS) - 1;
 
 /// Is `node` in a generation list?
 ///
@@ -448,7 +486,8 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
 
 /// Phase 1: gather the nodes of list `h` into `nodes` (so later phases
 /// iterate an array instead of chasing `next` pointers), set
-/// `gc_refs = strong - hold` and flag each as collecting.
+/// `gc_refs = strong - hold`, flag each as collecting and clear its
+/// [`PURPLE`] flag (this collection examines it).
 ///
 /// # Safety
 ///
@@ -460,7 +499,10 @@ unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>) {
         let mut n = links(h).next.get();
         while !ptr::eq(n, h) {
             nodes.push(n);
-            let strong = (node_counts(n).get() & STRONG_MASK) - hold;
+            let c = node_counts(n);
+            let v = c.get();
+            c.set(v & !PURPLE);
+            let strong = (v & STRONG_MASK) - hold;
             let l = links(n);
             l.set_prev_bits(
                 ((strong as usize) << REFS_SHIFT) | (l.prev_bits() & PERSISTENT_FLAGS) | COLLECTING,
@@ -746,6 +788,22 @@ fn collect_lists(
     let unreachable = head(&core.unreachable);
     let resurrected = head(&core.resurrected);
     let saveall = core.debug.get().contains(DebugFlags::SAVEALL);
+    if g + 1 < NUM_GENERATIONS && core.purple_gens.get() & (1 << g) == 0 {
+        // No young object is purple: there is no young garbage (see
+        // `note_decrement`); promote everything without tracing.
+        // SAFETY: all lists are valid and no user code runs here.
+        unsafe {
+            for i in 0..g {
+                merge(core.gen_head(i), young);
+            }
+            if g == NUM_GENERATIONS - 2 {
+                core.long_lived_pending
+                    .set(core.long_lived_pending.get() + len(young));
+            }
+            merge(young, old);
+        }
+        return (0, 0);
+    }
     // Every unreachable node is claimed right away: a strong reference of
     // ours keeps it allocated and in `unreachable` while user code runs
     // (only a strong count reaching 0 or try_unwrap, which needs
@@ -764,6 +822,11 @@ fn collect_lists(
             merge(core.gen_head(i), young);
         }
         let part = find_unreachable(young, unreachable, 0, nodes, Some(claim));
+        // Every object of generations 0..=g was examined and unflagged
+        // (objects that user code decrements from here on flag themselves
+        // again).
+        core.purple_gens
+            .set(core.purple_gens.get() & !((2 << g) - 1));
         if !ptr::eq(young, old) {
             if g == NUM_GENERATIONS - 2 {
                 core.long_lived_pending
@@ -823,11 +886,14 @@ fn collect_lists(
         find_unreachable(unreachable, resurrected, 1, nodes, None);
         // Now `unreachable` holds the resurrected objects, and `resurrected`
         // and `nodes` the final garbage.
+        // Dropping our holds is a decrement like any other: the
+        // resurrected objects are purple.
         for_each(unreachable, |n| {
             let c = node_counts(n);
             debug_assert!(c.get() & STRONG_MASK > 1);
-            c.set(c.get() - 1);
+            c.set((c.get() - 1) | PURPLE);
         });
+        core.purple_gens.set(ALL_GENS);
         merge(unreachable, old);
         for &n in nodes.iter() {
             let c = node_counts(n);
@@ -955,6 +1021,9 @@ pub(crate) fn unfreeze() {
         let perm = head(&core.permanent);
         // SAFETY: as in `freeze`.
         unsafe { merge(perm, core.gen_head(NUM_GENERATIONS - 1)) };
+        // Frozen objects may be purple.
+        core.purple_gens
+            .set(core.purple_gens.get() | 1 << (NUM_GENERATIONS - 1));
     });
 }
 

@@ -18,7 +18,8 @@
 //! The counts word packs the strong count (bits 0..32), the weak count
 //! (bits 32..56, including one implicit weak reference held collectively by
 //! the strong references, as in `std::rc`), the height of an untracked
-//! object (bits 56..60, see [`height_of`]), and four flags: `TRACKED` (the
+//! object (bits 56..60, see [`height_of`]; bit 56 is the [`PURPLE`] flag of
+//! a tracked object, which has no height), and four flags: `TRACKED` (the
 //! object is in a generation list), `NO_UPGRADE` (weak references were
 //! cleared by the collector), `DROPPED` (the collector dropped the value;
 //! the box is kept only for outstanding handles) and `HAS_LINKS` (the
@@ -58,9 +59,17 @@ const HEIGHT_SHIFT: u32 = 56;
 /// Heights are capped here (4 bits); from this height on, releases go
 /// through the trashcan.
 const MAX_HEIGHT: u64 = 15;
+/// The height bits of the counts word.
+pub(crate) const HEIGHT_BITS: u64 = MAX_HEIGHT << HEIGHT_SHIFT;
 /// The object is in a generation list (or a list of the collection in
 /// progress). Kept in the counts word, which every release reads anyway.
 pub(crate) const TRACKED: u64 = 1 << 60;
+/// Tracked objects only (whose height bits are otherwise unused): the
+/// strong count dropped to a non-zero value since a collection last looked
+/// at the object (Bacon and Rajan's "purple" candidate roots). The first
+/// such decrement tells the collector (see [`collector::note_decrement`]);
+/// a young generation none of whose objects is purple holds no garbage.
+pub(crate) const PURPLE: u64 = 1 << HEIGHT_SHIFT;
 /// The collector cleared weak references to this object: `upgrade` fails.
 pub(crate) const NO_UPGRADE: u64 = 1 << 61;
 /// The collector dropped the value; dereferencing panics.
@@ -472,7 +481,20 @@ pub(crate) unsafe fn release_strong_node(node: NodePtr) {
     if v & STRONG_MASK == 0 {
         // SAFETY: the last strong reference is gone.
         unsafe { last_strong_gone(node, v) }
+    } else if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+        turn_purple(c, v);
     }
+}
+
+/// First decrement to a non-zero count of a tracked object since a
+/// collection last looked at it: flag it and tell the collector, which may
+/// then no longer skip young collections. Later decrements see the flag and
+/// stay on the fast path. (Decrements of objects the collector already
+/// dropped do not matter: they are in no generation.)
+#[inline]
+fn turn_purple(c: &Cell<u64>, v: u64) {
+    c.set(v | PURPLE);
+    collector::note_decrement();
 }
 
 /// The strong count of a tracked node just reached zero.
@@ -941,6 +963,8 @@ impl<T: ?Sized> Drop for Gc<T> {
         if v & STRONG_MASK == 0 {
             // SAFETY: this was the last strong reference.
             unsafe { self.drop_slow(v) }
+        } else if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+            turn_purple(c, v);
         }
     }
 }

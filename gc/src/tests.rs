@@ -145,3 +145,30 @@ fn freed_garbage_is_reused_and_returned_at_thread_exit() {
     drop(a);
     std::thread::spawn(|| cycles(8)).join().unwrap();
 }
+
+/// The lowest height bit of an untracked object is the `PURPLE` flag of a
+/// tracked one: `get_mut` clears it when it tracks the object again, so the
+/// next decrement still tells the collector.
+#[test]
+fn retracked_object_starts_not_purple() {
+    use crate::gc::PURPLE;
+    collect();
+    let leaf = Gc::new(Imm {
+        kid: None,
+        cell: None,
+    });
+    let mut top = Gc::new(Imm {
+        kid: Some(leaf),
+        cell: None,
+    });
+    assert_eq!(height(&top), 1);
+    assert_ne!(top.counts_word() & PURPLE, 0, "height 1 sets that bit");
+    drop(Gc::get_mut(&mut top).unwrap());
+    assert!(crate::is_tracked(&top));
+    assert_eq!(top.counts_word() & PURPLE, 0);
+    let other = top.clone();
+    drop(other);
+    assert_ne!(top.counts_word() & PURPLE, 0, "a decrement flags it");
+    collect();
+    assert_eq!(top.counts_word() & PURPLE, 0, "a collection clears it");
+}
