@@ -367,9 +367,9 @@ impl Registry {
         }
     }
 
-    /// Returns many slot runs under one lock, leaving even empty arenas to
-    /// the purge delay: for an owned heap's `reset`, whose memory the next
-    /// cycle of the program usually wants back at once.
+    /// Returns many slot runs under one lock: for an owned heap's `reset`,
+    /// whose memory the next cycle of the program usually wants back at
+    /// once (the purge delay applies, as for [`Registry::release`]).
     ///
     /// # Safety
     /// As for [`Registry::release`], for every run.

@@ -32,7 +32,9 @@
 //!   handed over at thread exit and reused by other threads.
 //! - Empty pools return to their arena; free arena slots are decommitted
 //!   (`MADV_DONTNEED`) once the arena has been quiet for
-//!   `STRATA_PURGE_DELAY` ms (default 10), and empty arenas are unmapped.
+//!   `STRATA_PURGE_DELAY` ms (default 10), and empty arenas are unmapped
+//!   after the same delay. Free blocks of 16 KiB and more give their
+//!   inner pages back while they wait in a partly used pool.
 //!   Freed large blocks are unmapped after the same delay (up to 16 MiB
 //!   each and 64 MiB in all are kept for reuse meanwhile), bigger ones at
 //!   once.
