@@ -333,3 +333,95 @@ pub fn fork_prepare() {
 pub fn fork_release() {
     crate::fork::release()
 }
+
+// ------------------------------------------------------------- sampling --
+
+/// A profile of the sampling profiler (`sample::Profiler`): `S` sites of
+/// up to `F` frames, `B` live-table buckets (of
+/// [`BUCKET_SLOTS`](crate::profile::sampling::BUCKET_SLOTS) entries). Built
+/// per model execution; every method forwards to the code `malloc` and
+/// `free` run when sampling, or to the reader a report uses.
+#[cfg(feature = "sampling")]
+pub struct Profiler<const S: usize, const F: usize, const B: usize> {
+    inner: crate::sample::Profiler<S, F, B>,
+}
+
+/// A small profile: 4 sites of 4 frames, 2 live buckets.
+#[cfg(feature = "sampling")]
+pub type SmallProfiler = Profiler<4, 4, 2>;
+
+/// One row of what a report reads from the site table.
+#[cfg(feature = "sampling")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// The stack (empty for the "other" site).
+    pub stack: Vec<usize>,
+    /// Whether this is the "other" site (the table was full).
+    pub other: bool,
+    /// Samples taken.
+    pub samples: u64,
+    /// Estimated bytes allocated.
+    pub bytes: u64,
+    /// Estimated blocks allocated (scaled by 1024).
+    pub blocks: u64,
+    /// Samples freed (or untracked).
+    pub freed_samples: u64,
+    /// Estimated bytes freed.
+    pub freed_bytes: u64,
+    /// Estimated blocks freed (scaled by 1024).
+    pub freed_blocks: u64,
+    /// Samples the live table had no room for.
+    pub untracked_samples: u64,
+}
+
+#[cfg(feature = "sampling")]
+impl SiteCounts {
+    /// Estimated bytes allocated and not freed.
+    pub fn live_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.freed_bytes)
+    }
+}
+
+#[cfg(feature = "sampling")]
+impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
+    /// An empty profile (`Profiler::new`).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Profiler {
+            inner: crate::sample::Profiler::new(),
+        }
+    }
+
+    /// What a sample taken in `malloc` does (`Profiler::record`): finds or
+    /// claims the site of `stack`, records the block at `addr` (non-zero,
+    /// 16-byte aligned) in the live table, and counts the sample.
+    pub fn record(&self, addr: usize, bytes: usize, interval: usize, stack: &[usize]) {
+        self.inner.record(addr, bytes, interval, stack)
+    }
+
+    /// What `free` does while sampling (`Profiler::free`): takes the block
+    /// at `addr` off the live table and its weight off its site.
+    pub fn free(&self, addr: usize) {
+        self.inner.free(addr)
+    }
+
+    /// The site table as a report reads it (`SiteTable::read`).
+    pub fn sites(&self) -> Vec<SiteCounts> {
+        self.inner.loom_sites()
+    }
+
+    /// Estimated live bytes over all sites, as a report sums them.
+    pub fn live_bytes(&self) -> u64 {
+        self.sites().iter().map(SiteCounts::live_bytes).sum()
+    }
+
+    /// Entries in the live table.
+    pub fn live_blocks(&self) -> usize {
+        self.inner.loom_live_blocks()
+    }
+
+    /// The live-table bucket of `addr`.
+    pub fn bucket_of(addr: usize) -> usize {
+        crate::sample::Profiler::<S, F, B>::loom_bucket_of(addr)
+    }
+}

@@ -40,12 +40,41 @@
 
 use core::cmp::Reverse;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic as owner_only;
 use std::collections::HashMap;
 
 use crate::heap;
 use crate::stats::Bytes;
-use crate::sync::RawLock;
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawLock};
+
+/// `const fn` items, plain `fn`s under `cfg(loom)` (loom's atomics have no
+/// `const` constructor): the tables are built the same way in both, the
+/// process's in a `static`, a loom model's per execution.
+macro_rules! const_unless_loom {
+    ($(#[$attr:meta])* $vis:vis fn $($rest:tt)*) => {
+        #[cfg(not(loom))]
+        $(#[$attr])* $vis const fn $($rest)*
+        #[cfg(loom)]
+        $(#[$attr])* $vis fn $($rest)*
+    };
+}
+
+/// `[value; N]` for a non-`Copy` atomic `value`: an inline-`const` array
+/// (zeroed static memory), or under `cfg(loom)` one built element by
+/// element.
+#[cfg(not(loom))]
+macro_rules! atomic_array {
+    ($value:expr; $n:expr) => {
+        [const { $value }; $n]
+    };
+}
+
+#[cfg(loom)]
+macro_rules! atomic_array {
+    ($value:expr; $n:expr) => {
+        core::array::from_fn(|_| $value)
+    };
+}
 
 /// The default mean sampling interval: 512 KiB, jemalloc's
 /// `lg_prof_sample:19`.
@@ -139,15 +168,17 @@ struct SiteCounters {
 }
 
 impl SiteCounters {
-    const fn new() -> Self {
-        SiteCounters {
-            samples: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            blocks: AtomicU64::new(0),
-            freed_samples: AtomicU64::new(0),
-            freed_bytes: AtomicU64::new(0),
-            freed_blocks: AtomicU64::new(0),
-            untracked_samples: AtomicU64::new(0),
+    const_unless_loom! {
+        fn new() -> Self {
+            SiteCounters {
+                samples: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                blocks: AtomicU64::new(0),
+                freed_samples: AtomicU64::new(0),
+                freed_bytes: AtomicU64::new(0),
+                freed_blocks: AtomicU64::new(0),
+                untracked_samples: AtomicU64::new(0),
+            }
         }
     }
 
@@ -223,13 +254,15 @@ struct SiteSlot<const F: usize> {
 }
 
 impl<const F: usize> SiteSlot<F> {
-    const fn new() -> Self {
-        SiteSlot {
-            state: AtomicU32::new(EMPTY),
-            depth: AtomicU32::new(0),
-            hash: AtomicU64::new(0),
-            frames: [const { AtomicUsize::new(0) }; F],
-            counts: SiteCounters::new(),
+    const_unless_loom! {
+        fn new() -> Self {
+            SiteSlot {
+                state: AtomicU32::new(EMPTY),
+                depth: AtomicU32::new(0),
+                hash: AtomicU64::new(0),
+                frames: atomic_array![AtomicUsize::new(0); F],
+                counts: SiteCounters::new(),
+            }
         }
     }
 
@@ -262,10 +295,12 @@ struct SiteTable<const S: usize, const F: usize> {
 impl<const S: usize, const F: usize> SiteTable<S, F> {
     const OTHER: usize = S;
 
-    const fn new() -> Self {
-        SiteTable {
-            slots: [const { SiteSlot::new() }; S],
-            other: SiteCounters::new(),
+    const_unless_loom! {
+        fn new() -> Self {
+            SiteTable {
+                slots: atomic_array![SiteSlot::new(); S],
+                other: SiteCounters::new(),
+            }
         }
     }
 
@@ -394,11 +429,13 @@ struct LiveValue {
 }
 
 impl LiveValue {
-    const fn new() -> Self {
-        LiveValue {
-            site: AtomicU32::new(0),
-            bytes: AtomicU64::new(0),
-            blocks: AtomicU64::new(0),
+    const_unless_loom! {
+        fn new() -> Self {
+            LiveValue {
+                site: AtomicU32::new(0),
+                bytes: AtomicU64::new(0),
+                blocks: AtomicU64::new(0),
+            }
         }
     }
 }
@@ -420,15 +457,18 @@ struct LiveTable<const B: usize> {
 }
 
 impl<const B: usize> LiveTable<B> {
-    const fn new() -> Self {
-        LiveTable {
-            used: [const { AtomicU16::new(0) }; B],
-            buckets: [const {
-                Bucket {
-                    keys: [const { AtomicUsize::new(0) }; BUCKET_SLOTS],
-                }
-            }; B],
-            values: [const { [const { LiveValue::new() }; BUCKET_SLOTS] }; B],
+    const_unless_loom! {
+        fn new() -> Self {
+            LiveTable {
+                used: atomic_array![AtomicU16::new(0); B],
+                buckets: atomic_array![
+                    Bucket {
+                        keys: atomic_array![AtomicUsize::new(0); BUCKET_SLOTS],
+                    };
+                    B
+                ],
+                values: atomic_array![atomic_array![LiveValue::new(); BUCKET_SLOTS]; B],
+            }
         }
     }
 
@@ -514,7 +554,7 @@ impl<const B: usize> LiveTable<B> {
     }
 
     /// Sampled blocks recorded now.
-    #[cfg(test)]
+    #[cfg(any(test, loom))]
     fn len(&self) -> usize {
         self.used
             .iter()
@@ -527,9 +567,9 @@ impl<const B: usize> LiveTable<B> {
 // The profiler: both tables and the session
 // ---------------------------------------------------------------------------
 
-/// Site and live tables of one profile (the process's is [`PROFILER`];
-/// tests make small ones).
-struct Profiler<const S: usize, const F: usize, const B: usize> {
+/// Site and live tables of one profile (the process's is [`profiler()`];
+/// tests and loom models make small ones).
+pub(crate) struct Profiler<const S: usize, const F: usize, const B: usize> {
     sites: SiteTable<S, F>,
     live: LiveTable<B>,
     /// Mean bytes between samples; 0 when not sampling.
@@ -544,20 +584,22 @@ struct Profiler<const S: usize, const F: usize, const B: usize> {
 }
 
 impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
-    const fn new() -> Self {
-        Profiler {
-            sites: SiteTable::new(),
-            live: LiveTable::new(),
-            interval: AtomicUsize::new(0),
-            session_interval: AtomicUsize::new(0),
-            epoch: AtomicUsize::new(0),
-            samples: AtomicU64::new(0),
+    const_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Profiler {
+                sites: SiteTable::new(),
+                live: LiveTable::new(),
+                interval: AtomicUsize::new(0),
+                session_interval: AtomicUsize::new(0),
+                epoch: AtomicUsize::new(0),
+                samples: AtomicU64::new(0),
+            }
         }
     }
 
     /// Records a sampled block of `bytes` at `addr` allocated from
     /// `stack`.
-    fn record(&self, addr: usize, bytes: usize, interval: usize, stack: &[usize]) {
+    pub(crate) fn record(&self, addr: usize, bytes: usize, interval: usize, stack: &[usize]) {
         let weight = weights(bytes, interval);
         let site = self.sites.site(stack);
         let (tracked, stale) = self.live.insert(addr, site, weight);
@@ -570,7 +612,7 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
 
     /// The block at `addr` is being freed.
     #[inline]
-    fn free(&self, addr: usize) {
+    pub(crate) fn free(&self, addr: usize) {
         if let Some((site, weight)) = self.live.remove(addr) {
             self.sites.add_free(site, weight);
         }
@@ -591,19 +633,100 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
     }
 }
 
+/// What `loom_api` reads of a profile: the real readers, nothing more.
+#[cfg(loom)]
+impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
+    /// Every site with samples, as the report reads them
+    /// (`SiteTable::read`), the "other" site last.
+    pub(crate) fn loom_sites(&self) -> Vec<crate::loom_api::SiteCounts> {
+        self.sites
+            .read()
+            .into_iter()
+            .map(|(stack, c, other)| crate::loom_api::SiteCounts {
+                stack,
+                other,
+                samples: c.samples,
+                bytes: c.bytes,
+                blocks: c.blocks,
+                freed_samples: c.freed_samples,
+                freed_bytes: c.freed_bytes,
+                freed_blocks: c.freed_blocks,
+                untracked_samples: c.untracked_samples,
+            })
+            .collect()
+    }
+
+    /// Entries of the live table (the buckets' `used` counts).
+    pub(crate) fn loom_live_blocks(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The live-table bucket of `addr`.
+    pub(crate) fn loom_bucket_of(addr: usize) -> usize {
+        LiveTable::<B>::bucket_of(addr)
+    }
+}
+
+#[cfg(not(loom))]
 type GlobalProfiler = Profiler<MAX_SITES, MAX_FRAMES, LIVE_BUCKETS>;
 
+/// Under loom the process's profile is a small one: a model builds it
+/// (loom atomics and all) in every execution.
+#[cfg(loom)]
+type GlobalProfiler = Profiler<4, 4, 2>;
+
 /// The process's profile (zeroed static memory).
-static PROFILER: GlobalProfiler = Profiler::new();
+#[cfg(not(loom))]
+#[inline(always)]
+fn profiler() -> &'static GlobalProfiler {
+    static PROFILER: GlobalProfiler = Profiler::new();
+    &PROFILER
+}
 
-/// Seeds for the threads' PRNGs.
-static SEEDS: AtomicU64 = AtomicU64::new(0);
+/// The profile of the current loom execution.
+#[cfg(loom)]
+fn profiler() -> &'static GlobalProfiler {
+    loom::lazy_static! {
+        static ref PROFILER: GlobalProfiler = Profiler::new();
+    }
+    &PROFILER
+}
 
-/// Open [`Sampling`] guards, under [`CONTROL`].
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Seeds for the threads' PRNGs (any distinct values do).
+static SEEDS: owner_only::AtomicU64 = owner_only::AtomicU64::new(0);
 
-/// Serialises starting and stopping sessions (never taken in `malloc`).
-static CONTROL: RawLock = RawLock::new();
+/// Starting and stopping sessions: the lock serialising them (never taken
+/// in `malloc`), and the open [`Sampling`] guards, counted under it.
+struct Control {
+    lock: RawLock,
+    active: AtomicUsize,
+}
+
+impl Control {
+    const_unless_loom! {
+        fn new() -> Self {
+            Control {
+                lock: RawLock::new(),
+                active: AtomicUsize::new(0),
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn control() -> &'static Control {
+    static CONTROL: Control = Control::new();
+    &CONTROL
+}
+
+/// The session control of the current loom execution.
+#[cfg(loom)]
+fn control() -> &'static Control {
+    loom::lazy_static! {
+        static ref CONTROL: Control = Control::new();
+    }
+    &CONTROL
+}
 
 // ---------------------------------------------------------------------------
 // Per-thread state, in the heap's `Counters`
@@ -611,25 +734,28 @@ static CONTROL: RawLock = RawLock::new();
 
 /// A thread's sampling state. Only the owner thread touches it (relaxed
 /// atomics, i.e. plain loads and stores, because `Counters` is shared).
+/// Being owner-only it is no concurrent protocol, and it lives in the
+/// `const`-initialised thread-local `Counters` (under loom too): its
+/// atomics are `core`'s, not `crate::sync`'s.
 pub(crate) struct ThreadSampler {
     /// The session the countdown was drawn for.
-    epoch: AtomicUsize,
+    epoch: owner_only::AtomicUsize,
     /// Bytes to allocate until the next sample.
-    countdown: AtomicU64,
+    countdown: owner_only::AtomicU64,
     /// xorshift64* state (0: not seeded yet).
-    rng: AtomicU64,
+    rng: owner_only::AtomicU64,
     /// Set while this thread samples or builds a report: its allocations
     /// then are not sampled.
-    busy: AtomicBool,
+    busy: owner_only::AtomicBool,
 }
 
 impl ThreadSampler {
     pub(crate) const fn new() -> Self {
         ThreadSampler {
-            epoch: AtomicUsize::new(0),
-            countdown: AtomicU64::new(0),
-            rng: AtomicU64::new(0),
-            busy: AtomicBool::new(false),
+            epoch: owner_only::AtomicUsize::new(0),
+            countdown: owner_only::AtomicU64::new(0),
+            rng: owner_only::AtomicU64::new(0),
+            busy: owner_only::AtomicBool::new(false),
         }
     }
 
@@ -637,9 +763,10 @@ impl ThreadSampler {
     /// `Counters::count_alloc`, only while counting).
     #[inline]
     pub(crate) fn on_alloc(&self, ptr: *mut u8, bytes: usize) {
-        let interval = PROFILER.interval.load(Ordering::Relaxed);
+        let profiler = profiler();
+        let interval = profiler.interval.load(Ordering::Relaxed);
         if interval != 0 {
-            self.step(&PROFILER, ptr, bytes, interval, capture);
+            self.step(profiler, ptr, bytes, interval, capture);
         }
     }
 
@@ -722,7 +849,7 @@ impl ThreadSampler {
 /// only while counting).
 #[inline]
 pub(crate) fn on_free(ptr: *mut u8) {
-    PROFILER.free(ptr.addr());
+    profiler().free(ptr.addr());
 }
 
 /// Fills `stack` with the calling thread's return addresses, innermost
@@ -776,11 +903,12 @@ impl Sampling {
     /// Samples one allocation per `mean_bytes` allocated on average
     /// (smaller: more precise, slower).
     pub fn with_interval(mean_bytes: usize) -> Sampling {
-        CONTROL.with(|| {
-            if ACTIVE.load(Ordering::Relaxed) == 0 {
-                PROFILER.begin(mean_bytes);
+        let control = control();
+        control.lock.with(|| {
+            if control.active.load(Ordering::Relaxed) == 0 {
+                profiler().begin(mean_bytes);
             }
-            ACTIVE.fetch_add(1, Ordering::Relaxed);
+            control.active.fetch_add(1, Ordering::Relaxed);
         });
         heap::start_counting();
         Sampling(())
@@ -788,7 +916,7 @@ impl Sampling {
 
     /// The mean sampling interval of the running session, if any.
     pub fn interval() -> Option<usize> {
-        match PROFILER.interval.load(Ordering::Relaxed) {
+        match profiler().interval.load(Ordering::Relaxed) {
             0 => None,
             n => Some(n),
         }
@@ -796,16 +924,17 @@ impl Sampling {
 
     /// Samples taken since the process started (all sessions).
     pub fn samples_taken() -> u64 {
-        PROFILER.samples.load(Ordering::Relaxed)
+        profiler().samples.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Sampling {
     fn drop(&mut self) {
         heap::stop_counting();
-        CONTROL.with(|| {
-            if ACTIVE.fetch_sub(1, Ordering::Relaxed) == 1 {
-                PROFILER.end();
+        let control = control();
+        control.lock.with(|| {
+            if control.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+                profiler().end();
             }
         });
     }
@@ -1079,8 +1208,8 @@ impl Report {
     pub fn take() -> Report {
         heap::with_thread_counters(|c| {
             c.without_sampling(|| Report {
-                interval: PROFILER.session_interval.load(Ordering::Relaxed),
-                sites: build_sites(PROFILER.sites.read(), resolve),
+                interval: profiler().session_interval.load(Ordering::Relaxed),
+                sites: build_sites(profiler().sites.read(), resolve),
             })
         })
     }

@@ -17,6 +17,13 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64,
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 
+/// Only the sampling profiler's live table uses 16-bit counters.
+#[cfg(all(loom, feature = "sampling"))]
+pub(crate) use loom::sync::atomic::AtomicU16;
+
+#[cfg(all(not(loom), feature = "sampling"))]
+pub(crate) use core::sync::atomic::AtomicU16;
+
 pub(crate) use core::sync::atomic::Ordering;
 
 #[cfg(not(loom))]
