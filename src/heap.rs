@@ -17,11 +17,12 @@
 //! registry once it is empty: no memory is stranded by dead threads.
 //!
 //! Each thread also keeps its allocation [`Counters`] (blocks and bytes it
-//! allocated and freed, and its peak net bytes) beside its heap. Only the
-//! owner writes them, with plain loads and stores; a process-wide table of
-//! live threads' counters (claimed at heap init, released at thread exit
-//! into an "exited threads" total) lets `profile` sum them without a data
-//! race and without allocating.
+//! allocated and freed, and its peak net bytes) beside its heap, counted
+//! only while `profile` asks. Only the owner writes the counts, with plain
+//! loads and stores; a process-wide table of live threads' counters
+//! (claimed at heap init, released at thread exit into an "exited threads"
+//! total) lets `profile` sum them, and switch every thread's counting flag
+//! on and off, without a data race and without allocating.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -482,7 +483,14 @@ impl Heap {
     /// resident, mostly free pool per class (jemalloc purges free pages of
     /// its large classes the same way).
     fn sweep_big_pools(&mut self) {
-        for class in FIRST_PURGED_CLASS..NUM_CLASSES {
+        self.sweep(FIRST_PURGED_CLASS..NUM_CLASSES, true);
+    }
+
+    /// Takes other threads' frees into this heap's pools of `classes` and
+    /// returns the pools left empty (even one kept hot) to the registry;
+    /// with `purge`, returns the free blocks' inner pages of the others.
+    fn sweep(&mut self, classes: core::ops::Range<usize>, purge: bool) {
+        for class in classes {
             let mut pool = self.queues[class].head;
             while !pool.is_null() {
                 // SAFETY: pools in our queues are live and ours.
@@ -491,7 +499,7 @@ impl Heap {
                 p.collect();
                 if p.used() == 0 {
                     self.release_from_queue(p);
-                } else {
+                } else if purge {
                     crate::purge::purge_free_blocks(p);
                 }
                 pool = next;
@@ -502,19 +510,7 @@ impl Heap {
     /// Returns this heap's empty pools to the registry (even the one kept
     /// hot per class).
     pub(crate) fn release_empty_pools(&mut self) {
-        for class in 0..NUM_CLASSES {
-            let mut pool = self.queues[class].head;
-            while !pool.is_null() {
-                // SAFETY: pools in our queues are live and ours.
-                let p = unsafe { &*pool };
-                let next = p.next.get();
-                p.collect();
-                if p.used() == 0 {
-                    self.release_from_queue(p);
-                }
-                pool = next;
-            }
-        }
+        self.sweep(0..NUM_CLASSES, false);
     }
 }
 
