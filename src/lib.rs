@@ -110,9 +110,11 @@ unsafe impl GlobalAlloc for Strata {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The layout tells small from large without reading metadata.
-        if let Some(class) = class_for(layout.size(), layout.align()) {
-            heap::count_free(ptr, || CLASS_SIZES[class] as usize);
+        // The layout tells small from large without reading metadata; the
+        // class itself is only needed when frees are counted.
+        let small = || class_for(layout.size(), layout.align());
+        if small().is_some() {
+            heap::count_free(ptr, || small().map_or(0, |c| CLASS_SIZES[c] as usize));
             // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
             heap::with_heap(|heap| unsafe { heap.free(ptr) });
         } else {
