@@ -758,11 +758,6 @@ loom::thread_local! {
     static HEAP: ThreadHeap = ThreadHeap::new();
 }
 
-// `with_counted_heap` uses the heap after `HEAP.with` returns: nothing may
-// drop it before its thread ends.
-#[cfg(not(loom))]
-const _: () = assert!(!core::mem::needs_drop::<ThreadHeap>());
-
 /// Runs `f` on the calling thread's heap.
 #[inline(always)]
 pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
@@ -772,16 +767,10 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
 /// Runs `f` on the calling thread's heap and counters.
 #[inline(always)]
 pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
-    // Only the address comes out of `with`: a closure this small inlines,
-    // where one holding the whole allocation path became a call.
-    let t: *const ThreadHeap = HEAP.with(|t| t as *const ThreadHeap);
-    // SAFETY: the thread-local (const-initialised and without drop glue,
-    // or loom's, which is dropped only when its thread ends) outlives this
-    // call on its own thread, so `t` is valid here. The heap is only
-    // reached through this function, which is not re-entered while `f`
-    // runs (the allocator never allocates inside itself), so the `&mut`
-    // is unique.
-    unsafe { f(&mut *(*t).heap.get(), &(*t).counters) }
+    // SAFETY: the heap is only reached through this function, which is not
+    // re-entered while `f` runs (the allocator never allocates inside
+    // itself), so the `&mut` is unique.
+    HEAP.with(|t| f(unsafe { &mut *t.heap.get() }, &t.counters))
 }
 
 /// The calling thread's counters (for `profile`, outside the allocator).
