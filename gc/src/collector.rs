@@ -118,6 +118,8 @@ pub(crate) struct Core {
     /// Bit `g` set: an object of generations `0..=g` may be
     /// [`PURPLE`]; see [`note_decrement`].
     purple_gens: Cell<u8>,
+    /// The thread's [`ExitCollection`] is registered.
+    exit_collection: Cell<bool>,
     stats: Cell<[GenerationStats; NUM_GENERATIONS]>,
 }
 
@@ -139,9 +141,47 @@ thread_local! {
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
             purple_gens: Cell::new(0),
+            exit_collection: Cell::new(false),
             stats: Cell::new([GenerationStats::ZERO; NUM_GENERATIONS]),
         }
     };
+}
+
+/// Runs one full collection when its thread exits, as CPython collects once
+/// more at interpreter shutdown: garbage cycles the thread left behind are
+/// freed instead of leaking with its generation lists. Registered with the
+/// thread's first tracked object, so thread-locals made before it are
+/// destroyed after it (glibc runs thread-local destructors in reverse
+/// order): `Gc`s they hold are still outside references then. Cycles that
+/// become garbage in later destructors still leak.
+struct ExitCollection;
+
+impl Drop for ExitCollection {
+    fn drop(&mut self) {
+        if !CORE.with(|c| c.enabled.get()) {
+            return;
+        }
+        // A panic escaping a thread-local destructor aborts the process.
+        if std::panic::catch_unwind(|| collect(NUM_GENERATIONS - 1)).is_err() {
+            eprintln!(
+                "strata_gc: a finalizer or Drop impl panicked in the collection at thread exit"
+            );
+        }
+    }
+}
+
+thread_local! {
+    static EXIT_COLLECTION: ExitCollection = const { ExitCollection };
+}
+
+/// Register the thread's [`ExitCollection`] (first tracked object).
+#[cold]
+#[inline(never)]
+fn register_exit_collection(core: &Core) {
+    core.exit_collection.set(true);
+    // Fails only if the thread is already being torn down: then nothing is
+    // collected at exit.
+    let _ = EXIT_COLLECTION.try_with(|_| ());
 }
 
 /// Vtable of list sentinels; never called (sentinels are skipped by walks).
@@ -326,6 +366,9 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 #[inline]
 pub(crate) unsafe fn track_new(node: NodePtr) {
     CORE.with(|core| {
+        if !core.exit_collection.get() {
+            register_exit_collection(core);
+        }
         let g0 = &core.gens[0];
         let count = g0.count.get() + 1;
         g0.count.set(count);
@@ -348,6 +391,9 @@ pub(crate) unsafe fn track_new(node: NodePtr) {
 /// `node` is a live, initialised tracked box in no list.
 pub(crate) unsafe fn retrack(node: NodePtr) {
     CORE.with(|core| {
+        if !core.exit_collection.get() {
+            register_exit_collection(core);
+        }
         let g0 = &core.gens[0];
         g0.count.set(g0.count.get() + 1);
         // SAFETY: generation 0 is a valid list whenever user code can run;

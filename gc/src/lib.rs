@@ -8,7 +8,9 @@
 //! `Rc`, reference cycles do not leak: a per-thread collector finds groups of
 //! objects that only reference each other and frees them.
 //!
-//! `Gc` is neither [`Send`] nor [`Sync`]; each thread has its own collector.
+//! `Gc` is neither [`Send`] nor [`Sync`]; each thread has its own collector,
+//! which runs a last full collection when the thread exits (unless
+//! [`disable`]d), so garbage cycles a thread leaves behind are freed.
 //! Shared references only: use [`RefCell`](std::cell::RefCell) (or
 //! [`Cell`](std::cell::Cell)) inside a `Gc` for mutation, as with `Rc`.
 //!
