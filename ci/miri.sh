@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Undefined-behaviour check of strata-alloc's unit tests under Miri.
+# Undefined-behaviour check under Miri: strata-alloc's unit tests, and all
+# of strata-gc (unit, integration and doc tests; the heaviest cases shrink
+# or skip themselves under cfg(miri)).
 #
 # Under cfg(miri) os.rs runs on a fake OS over std::alloc::System, so the
 # arena, pool, heap and large-block code run unchanged. The allocator
@@ -17,3 +19,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/miri}"
 
 MIRIFLAGS="-Zmiri-strict-provenance ${MIRIFLAGS:-}" \
     cargo +nightly miri test -p strata-alloc --lib -- "$@"
+
+MIRIFLAGS="-Zmiri-strict-provenance ${MIRIFLAGS:-}" \
+    cargo +nightly miri test -p strata-gc -- "$@"
