@@ -287,11 +287,16 @@ fn run(ops: Vec<Op>) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: if cfg!(miri) { 4 } else { 256 },
+        // Miri's isolation has no current directory to persist failures in.
+        failure_persistence: if cfg!(miri) {
+            None
+        } else {
+            ProptestConfig::default().failure_persistence
+        },
         ..ProptestConfig::default()
     })]
 
     #[test]
-    #[cfg_attr(miri, ignore)]
     fn every_object_dropped_exactly_once(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
         run(ops);
     }
