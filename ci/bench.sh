@@ -7,5 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/bench}"
 cargo bench --bench alloc
+for a in strata mimalloc jemalloc snmalloc system; do
+    cargo bench --bench "global_$a"
+done
 cargo bench --bench rss_peak
 python3 benches/report.py "$CARGO_TARGET_DIR"
