@@ -147,8 +147,9 @@ thread_local! {
     };
 }
 
-/// Runs one full collection when its thread exits, as CPython collects once
-/// more at interpreter shutdown: garbage cycles the thread left behind are
+/// Runs one full collection when its thread exits (unless the collector is
+/// disabled or in SAVEALL mode), as CPython collects once more at
+/// interpreter shutdown: garbage cycles the thread left behind are
 /// freed instead of leaking with its generation lists. Registered with the
 /// thread's first tracked object, so thread-locals made before it are
 /// destroyed after it (glibc runs thread-local destructors in reverse
@@ -158,7 +159,9 @@ struct ExitCollection;
 
 impl Drop for ExitCollection {
     fn drop(&mut self) {
-        if !CORE.with(|c| c.enabled.get()) {
+        // SAVEALL would keep the garbage in a list that dies with the
+        // thread: nothing to gain.
+        if !CORE.with(|c| c.enabled.get() && !c.debug.get().contains(DebugFlags::SAVEALL)) {
             return;
         }
         // A panic escaping a thread-local destructor aborts the process.

@@ -80,3 +80,20 @@ fn a_disabled_collector_collects_nothing_at_thread_exit() {
     .unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "leaks the cycle on purpose")]
+fn saveall_at_thread_exit_keeps_the_garbage_alive() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        leave_cycles(1, &d, false);
+        strata_gc::set_debug(strata_gc::DebugFlags::SAVEALL);
+        // The garbage list is made after the exit collection was set up,
+        // so it is destroyed first.
+        assert!(strata_gc::garbage().is_empty());
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+}
