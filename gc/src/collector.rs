@@ -118,8 +118,6 @@ pub(crate) struct Core {
     /// Bit `g` set: an object of generations `0..=g` may be
     /// [`PURPLE`]; see [`note_decrement`].
     purple_gens: Cell<u8>,
-    /// The thread's [`ExitCollection`] is registered.
-    exit_collection: Cell<bool>,
     stats: Cell<[GenerationStats; NUM_GENERATIONS]>,
 }
 
@@ -141,7 +139,6 @@ thread_local! {
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
             purple_gens: Cell::new(0),
-            exit_collection: Cell::new(false),
             stats: Cell::new([GenerationStats::ZERO; NUM_GENERATIONS]),
         }
     };
@@ -150,8 +147,9 @@ thread_local! {
 /// Runs one full collection when its thread exits (unless the collector is
 /// disabled or in SAVEALL mode), as CPython collects once more at
 /// interpreter shutdown: garbage cycles the thread left behind are
-/// freed instead of leaking with its generation lists. Registered with the
-/// thread's first tracked object, so thread-locals made before it are
+/// freed instead of leaking with its generation lists. Registered when the
+/// thread first uses generation 0 (its first tracked object, at the
+/// latest), so thread-locals made before it are
 /// destroyed after it (glibc runs thread-local destructors in reverse
 /// order): `Gc`s they hold are still outside references then. Cycles that
 /// become garbage in later destructors still leak.
@@ -177,11 +175,10 @@ thread_local! {
     static EXIT_COLLECTION: ExitCollection = const { ExitCollection };
 }
 
-/// Register the thread's [`ExitCollection`] (first tracked object).
+/// Register the thread's [`ExitCollection`] (first use of generation 0).
 #[cold]
 #[inline(never)]
-fn register_exit_collection(core: &Core) {
-    core.exit_collection.set(true);
+fn register_exit_collection() {
     // Fails only if the thread is already being torn down: then nothing is
     // collected at exit.
     let _ = EXIT_COLLECTION.try_with(|_| ());
@@ -232,7 +229,12 @@ fn head(l: &Links) -> NodePtr {
 
 impl Core {
     fn gen_head(&self, g: usize) -> NodePtr {
-        head(&self.gens[g].head)
+        let l = &self.gens[g].head;
+        // The same first-use test as `head`'s, so it costs nothing after.
+        if g == 0 && l.next.get().is_null() {
+            register_exit_collection();
+        }
+        head(l)
     }
 }
 
@@ -369,9 +371,6 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 #[inline]
 pub(crate) unsafe fn track_new(node: NodePtr) {
     CORE.with(|core| {
-        if !core.exit_collection.get() {
-            register_exit_collection(core);
-        }
         let g0 = &core.gens[0];
         let count = g0.count.get() + 1;
         g0.count.set(count);
@@ -394,9 +393,6 @@ pub(crate) unsafe fn track_new(node: NodePtr) {
 /// `node` is a live, initialised tracked box in no list.
 pub(crate) unsafe fn retrack(node: NodePtr) {
     CORE.with(|core| {
-        if !core.exit_collection.get() {
-            register_exit_collection(core);
-        }
         let g0 = &core.gens[0];
         g0.count.set(g0.count.get() + 1);
         // SAFETY: generation 0 is a valid list whenever user code can run;
