@@ -61,6 +61,11 @@ const HEIGHT_SHIFT: u32 = 56;
 const MAX_HEIGHT: u64 = 15;
 /// The height bits of the counts word.
 pub(crate) const HEIGHT_BITS: u64 = MAX_HEIGHT << HEIGHT_SHIFT;
+/// Counts-word bits that send the release of an object down the slow path
+/// ([`Gc::drop_slow`]): tracked, already dropped, or height 8 or more (so
+/// a single test picks the common case; higher objects are rare, as a
+/// tree of height 8 has at least 256 objects below it).
+const SLOW_RELEASE: u64 = TRACKED | DROPPED | (8 << HEIGHT_SHIFT);
 /// The object is in a generation list (or a list of the collection in
 /// progress). Kept in the counts word, which every release reads anyway.
 pub(crate) const TRACKED: u64 = 1 << 60;
@@ -625,6 +630,7 @@ impl<T: Trace + 'static> Gc<T> {
     /// let five = Gc::new(5);
     /// assert_eq!(*five, 5);
     /// ```
+    #[inline]
     pub fn new(value: T) -> Gc<T> {
         if T::MAY_CONTAIN_GC {
             let height = untracked_height(&value);
@@ -961,15 +967,69 @@ impl<T: ?Sized> Drop for Gc<T> {
         let v = c.get() - STRONG_ONE;
         c.set(v);
         if v & STRONG_MASK == 0 {
-            // SAFETY: this was the last strong reference.
-            unsafe { self.drop_slow(v) }
-        } else if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+            if v & SLOW_RELEASE == 0 {
+                // SAFETY: this was the last strong reference to an untracked
+                // box whose value is alive and low enough to drop directly.
+                unsafe { self.drop_untracked() }
+            } else {
+                // SAFETY: this was the last strong reference.
+                unsafe { self.drop_slow(v) }
+            }
+        } else if v & TRACKED != 0 && v & (PURPLE | DROPPED) == 0 {
             turn_purple(c, v);
         }
     }
 }
 
 impl<T: ?Sized> Gc<T> {
+    /// The common release, kept apart from [`Self::drop_slow`] so that this
+    /// small function is what recursive drops of acyclic data run: drop the
+    /// value and free the box (unless weak references remain).
+    ///
+    /// # Safety
+    ///
+    /// The strong count just reached 0; the box is in no generation list,
+    /// its value is alive and its height below 8 (an untracked object only
+    /// holds lower untracked objects, so the recursion is bounded without
+    /// the trashcan).
+    #[inline(never)]
+    unsafe fn drop_untracked(&mut self) {
+        let inner = self.ptr.as_ptr();
+        // SAFETY: strong count 0, so nobody else can reach the value (weak
+        // upgrades fail); it is dropped exactly once here.
+        unsafe { ptr::drop_in_place(addr_of_mut!((*inner).value)) };
+        let c = self.counts();
+        let w = c.get() - WEAK_ONE;
+        if w & WEAK_MASK == 0 {
+            // SAFETY: no strong or weak reference remains.
+            unsafe { self.dealloc_box(w) }
+        } else {
+            c.set(w | DROPPED);
+        }
+    }
+
+    /// Free the allocation (with links if `v`, the counts word, says so).
+    ///
+    /// # Safety
+    ///
+    /// The value was dropped or moved out and no handle remains.
+    #[inline]
+    unsafe fn dealloc_box(&mut self, v: u64) {
+        let inner = self.ptr.as_ptr();
+        // SAFETY: the box is still allocated; an allocation with links was
+        // made with `tracked_layout` of the GcBox's layout (what
+        // `Tracked::<T>::layout` computes for the concrete type), starting
+        // `offset` bytes before the GcBox; one without is a `Box<GcBox<T>>`.
+        unsafe {
+            let layout = Layout::for_value(&*inner);
+            if v & HAS_LINKS == 0 {
+                alloc::dealloc(inner.cast(), layout);
+            } else if let Some((l, offset)) = tracked_layout(layout) {
+                alloc::dealloc(inner.cast::<u8>().sub(offset), l);
+            }
+        }
+    }
+
     /// # Safety
     ///
     /// The strong count just reached 0 (`v` is the counts word).

@@ -261,3 +261,38 @@ fn long_untracked_chain_drops_without_recursion() {
     assert!(!is_tracked(&head));
     drop(head);
 }
+
+#[test]
+fn weak_references_outlive_untracked_trees_of_any_height() {
+    // Objects below height 8 are released on the fast path, higher ones on
+    // the slow one; weak references to either must keep only the box.
+    thread_local!(static DROPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    #[derive(Trace, Finalize)]
+    struct Counted {
+        l: Option<Gc<Counted>>,
+        r: Option<Gc<Counted>>,
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.with(|d| d.set(d.get() + 1));
+        }
+    }
+    fn counted(depth: u32) -> Gc<Counted> {
+        let kid = || (depth > 0).then(|| counted(depth - 1));
+        Gc::new(Counted { l: kid(), r: kid() })
+    }
+    let root = counted(10);
+    assert!(!is_tracked(&root));
+    let height_8 = Gc::downgrade(root.l.as_ref().unwrap().l.as_ref().unwrap());
+    let mut leaf = &root;
+    while let Some(l) = &leaf.l {
+        leaf = l;
+    }
+    let leaf = Gc::downgrade(leaf);
+    let root_weak = Gc::downgrade(&root);
+    drop(root);
+    assert_eq!(DROPS.with(|d| d.get()), (1 << 11) - 1);
+    assert!(leaf.upgrade().is_none());
+    assert!(height_8.upgrade().is_none());
+    assert!(root_weak.upgrade().is_none());
+}
