@@ -970,7 +970,7 @@ impl<T: ?Sized> Drop for Gc<T> {
             if v & SLOW_RELEASE == 0 {
                 // SAFETY: this was the last strong reference to an untracked
                 // box whose value is alive and low enough to drop directly.
-                unsafe { self.drop_untracked() }
+                unsafe { self.drop_value_and_box() }
             } else {
                 // SAFETY: this was the last strong reference.
                 unsafe { self.drop_slow(v) }
@@ -982,18 +982,18 @@ impl<T: ?Sized> Drop for Gc<T> {
 }
 
 impl<T: ?Sized> Gc<T> {
+    /// Drop the value and free the box (unless weak references remain).
     /// The common release, kept apart from [`Self::drop_slow`] so that this
-    /// small function is what recursive drops of acyclic data run: drop the
-    /// value and free the box (unless weak references remain).
+    /// small function is what recursive drops of acyclic data run.
     ///
     /// # Safety
     ///
-    /// The strong count just reached 0; the box is in no generation list,
-    /// its value is alive and its height below 8 (an untracked object only
-    /// holds lower untracked objects, so the recursion is bounded without
-    /// the trashcan).
+    /// The strong count just reached 0; the box is in no generation list
+    /// and its value is alive. The caller bounds the recursion: by the
+    /// height of an untracked object (it only holds lower untracked
+    /// objects) or by a trashcan level.
     #[inline(never)]
-    unsafe fn drop_untracked(&mut self) {
+    unsafe fn drop_value_and_box(&mut self) {
         let inner = self.ptr.as_ptr();
         // SAFETY: strong count 0, so nobody else can reach the value (weak
         // upgrades fail); it is dropped exactly once here.
@@ -1094,38 +1094,11 @@ impl<T: ?Sized> Gc<T> {
             return;
         }
         let guard = TrashcanLevel;
-        // SAFETY: as for drop_value_and_box; the trashcan level is ours.
+        // SAFETY: the node is in no list, strong count 0, value alive; the
+        // trashcan bounds the recursion and the level is ours.
         unsafe { self.drop_value_and_box() };
         mem::forget(guard);
         trashcan_leave();
-    }
-
-    /// Drop the value and free the box (unless weak references remain).
-    ///
-    /// # Safety
-    ///
-    /// The box has links, its strong count is 0 and its value alive; it is
-    /// in no list.
-    #[inline]
-    unsafe fn drop_value_and_box(&mut self) {
-        let inner = self.ptr.as_ptr();
-        // SAFETY: strong count 0, so nobody else can reach the value (weak
-        // upgrades fail); it is dropped exactly once here. The allocation
-        // was made with `tracked_layout` of this GcBox's layout (what
-        // `Tracked::<T>::layout` computes for the concrete type), starting
-        // `offset` bytes before the GcBox.
-        unsafe {
-            let layout = Layout::for_value(&*inner);
-            ptr::drop_in_place(addr_of_mut!((*inner).value));
-            let c = self.counts();
-            let w = (c.get() | DROPPED) - WEAK_ONE;
-            c.set(w);
-            if w & WEAK_MASK == 0 {
-                if let Some((l, offset)) = tracked_layout(layout) {
-                    alloc::dealloc(inner.cast::<u8>().sub(offset), l);
-                }
-            }
-        }
     }
 }
 
