@@ -218,6 +218,7 @@ const fn sentinel() -> Links {
 /// The sentinel `l` as a list head (an empty list the first time). Sentinels
 /// live in the thread-local `Core`, which has no destructor, so they stay
 /// valid until the thread's storage is gone.
+#[inline]
 fn head(l: &Links) -> NodePtr {
     let p: NodePtr = l;
     if l.next.get().is_null() {
@@ -228,6 +229,7 @@ fn head(l: &Links) -> NodePtr {
 }
 
 impl Core {
+    #[inline]
     fn gen_head(&self, g: usize) -> NodePtr {
         let l = &self.gens[g].head;
         // The same first-use test as `head`'s, so it costs nothing after.
