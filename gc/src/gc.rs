@@ -197,6 +197,28 @@ fn tracked_layout(inner: Layout) -> Option<(Layout, usize)> {
     Some((layout.pad_to_align(), offset))
 }
 
+/// Free a box whose counts word is `v` (which says whether it has links).
+///
+/// # Safety
+///
+/// `inner` is an allocated box (its pointer metadata describes the value)
+/// with no handle left; its value was dropped or moved out.
+#[inline]
+unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
+    // SAFETY: the box is still allocated, so its layout can be read. A box
+    // with links was allocated with `tracked_layout` of that layout (what
+    // `Tracked::<T>::layout` computes for the concrete type), starting
+    // `offset` bytes before the GcBox; one without is a `Box<GcBox<T>>`.
+    unsafe {
+        let layout = Layout::for_value(&*inner);
+        if v & HAS_LINKS == 0 {
+            alloc::dealloc(inner.cast(), layout);
+        } else if let Some((l, offset)) = tracked_layout(layout) {
+            alloc::dealloc(inner.cast::<u8>().sub(offset), l);
+        }
+    }
+}
+
 /// Per-type vtable and layout for tracked boxes.
 struct Tracked<T>(PhantomData<T>);
 
@@ -707,7 +729,7 @@ impl<T: Trace + 'static> Gc<T> {
                 let cw = c.get() - WEAK_ONE;
                 c.set(cw);
                 if cw & WEAK_MASK == 0 {
-                    alloc::dealloc(inner.cast(), Layout::new::<GcBox<T>>());
+                    dealloc_box(inner, cw);
                 }
             }
             Ok(value)
@@ -1002,31 +1024,9 @@ impl<T: ?Sized> Gc<T> {
         let w = c.get() - WEAK_ONE;
         if w & WEAK_MASK == 0 {
             // SAFETY: no strong or weak reference remains.
-            unsafe { self.dealloc_box(w) }
+            unsafe { dealloc_box(inner, w) }
         } else {
             c.set(w | DROPPED);
-        }
-    }
-
-    /// Free the allocation (with links if `v`, the counts word, says so).
-    ///
-    /// # Safety
-    ///
-    /// The value was dropped or moved out and no handle remains.
-    #[inline]
-    unsafe fn dealloc_box(&mut self, v: u64) {
-        let inner = self.ptr.as_ptr();
-        // SAFETY: the box is still allocated; an allocation with links was
-        // made with `tracked_layout` of the GcBox's layout (what
-        // `Tracked::<T>::layout` computes for the concrete type), starting
-        // `offset` bytes before the GcBox; one without is a `Box<GcBox<T>>`.
-        unsafe {
-            let layout = Layout::for_value(&*inner);
-            if v & HAS_LINKS == 0 {
-                alloc::dealloc(inner.cast(), layout);
-            } else if let Some((l, offset)) = tracked_layout(layout) {
-                alloc::dealloc(inner.cast::<u8>().sub(offset), l);
-            }
         }
     }
 
@@ -1040,21 +1040,19 @@ impl<T: ?Sized> Gc<T> {
             unsafe { self.drop_tracked(v) };
             return;
         }
-        let inner = self.ptr.as_ptr();
-        // SAFETY: untracked values are only ever dropped here, once, when the
-        // last strong reference goes; nobody can reach them afterwards
-        // (strong is 0 so upgrades fail). The layout matches `Box<GcBox<T>>`.
-        unsafe {
-            if v & DROPPED == 0 {
-                ptr::drop_in_place(addr_of_mut!((*inner).value));
-            }
-            let c = self.counts();
-            let w = c.get() - WEAK_ONE;
-            c.set(w | DROPPED);
-            if w & WEAK_MASK == 0 {
-                let layout = Layout::for_value(&*inner);
-                alloc::dealloc(inner.cast(), layout);
-            }
+        if v & DROPPED == 0 {
+            // SAFETY: strong count 0 and the value alive; a box without
+            // links holds no Gc, so nothing recurses.
+            unsafe { self.drop_value_and_box() };
+            return;
+        }
+        let c = self.counts();
+        let w = c.get() - WEAK_ONE;
+        c.set(w);
+        if w & WEAK_MASK == 0 {
+            // SAFETY: no strong or weak reference remains and the value is
+            // gone.
+            unsafe { dealloc_box(self.ptr.as_ptr(), w) }
         }
     }
 }
@@ -1313,12 +1311,8 @@ impl<T: ?Sized> Drop for Weak<T> {
         c.set(w);
         if w & WEAK_MASK == 0 {
             // SAFETY: no strong reference (the implicit weak is gone) and no
-            // other weak one remain; the value was dropped already. The box
-            // was allocated as Box<GcBox<T>>, whose layout for_value recomputes.
-            unsafe {
-                let layout = Layout::for_value(&*p.as_ptr());
-                alloc::dealloc(p.as_ptr().cast(), layout);
-            }
+            // other weak one remain; the value was dropped already.
+            unsafe { dealloc_box(p.as_ptr(), w) }
         }
     }
 }
