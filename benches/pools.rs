@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use allocator_api2::alloc::Allocator;
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use strata_alloc::{Heap, Strata, TypedPool};
 
 /// `Box<T>` and the arenas' own chunks get mimalloc, the allocator the
@@ -28,16 +28,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Item = [u64; 4];
 
-fn configure<'a>(
-    c: &'a mut Criterion,
-    name: &str,
-) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1));
-    g
-}
+include!("common/configure.rs");
 
 /// 1000 `Box<Item>`-like alloc, write, free pairs through `a`.
 fn box_pairs<A: GlobalAlloc>(a: &A) {

@@ -8,20 +8,10 @@
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-fn configure<'a>(
-    c: &'a mut Criterion,
-    name: &str,
-) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
-    g
-}
+include!("configure.rs");
 
 /// Allocates through the global allocator; null is an error, not speed.
 #[inline]
