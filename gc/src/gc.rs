@@ -15,10 +15,10 @@
 //! tracked:    [pad?][prev|flags][next][vtable][counts][value] 32 B header
 //! ```
 //!
-//! The counts word packs the strong count (bits 0..32), the weak count
-//! (bits 32..56, including one implicit weak reference held collectively by
+//! The counts word packs the strong count (bits 0..30), the weak count
+//! (bits 30..54, including one implicit weak reference held collectively by
 //! the strong references, as in `std::rc`), the height of an untracked
-//! object (bits 56..60, see [`height_of`]; bit 56 is the [`PURPLE`] flag of
+//! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
 //! a tracked object, which has no height), and four flags: `TRACKED` (the
 //! object is in a generation list), `NO_UPGRADE` (weak references were
 //! cleared by the collector), `DROPPED` (the collector dropped the value;
@@ -46,26 +46,41 @@ use crate::collector;
 use crate::freelist;
 use crate::trace::{Trace, Visitor};
 
+/// Bits of the counts word that hold the strong count.
+const STRONG_BITS: u32 = 30;
 /// One strong reference in the counts word.
 pub(crate) const STRONG_ONE: u64 = 1;
-/// Bits of the counts word that hold the strong count.
-pub(crate) const STRONG_MASK: u64 = (1 << 32) - 1;
+/// Bits of the counts word that hold the strong count (about a billion).
+pub(crate) const STRONG_MASK: u64 = (1 << STRONG_BITS) - 1;
+/// Shift of the weak count in the counts word.
+const WEAK_SHIFT: u32 = STRONG_BITS;
 /// One weak reference in the counts word.
-pub(crate) const WEAK_ONE: u64 = 1 << 32;
+pub(crate) const WEAK_ONE: u64 = 1 << WEAK_SHIFT;
 /// Bits of the counts word that hold the weak count (24 bits: ~16 million).
-pub(crate) const WEAK_MASK: u64 = ((1 << 24) - 1) << 32;
+pub(crate) const WEAK_MASK: u64 = ((1 << 24) - 1) << WEAK_SHIFT;
 /// Shift of the height of an untracked object in the counts word.
-const HEIGHT_SHIFT: u32 = 56;
-/// Heights are capped here (4 bits); from this height on, releases go
-/// through the trashcan.
-const MAX_HEIGHT: u64 = 15;
-/// The height bits of the counts word.
-pub(crate) const HEIGHT_BITS: u64 = MAX_HEIGHT << HEIGHT_SHIFT;
+const HEIGHT_SHIFT: u32 = WEAK_SHIFT + 24;
+/// Number of height bits (see [`HEIGHT_BITS`]).
+pub(crate) const HEIGHT_WIDTH: u32 = 60 - HEIGHT_SHIFT;
+/// The height bits of the counts word. The height of an untracked object
+/// is one more than that of the highest object it holds (all untracked
+/// too, and immutable, so the height recorded at creation stays true);
+/// boxes without links count as 0, so a box that holds no linked box is at
+/// height 1.
+///
+/// It is kept as a thermometer code (height `h` is `h` low ones),
+/// saturating at [`HEIGHT_WIDTH`] ([`TALL`]): the OR of codes is the code
+/// of the highest, so a new object's height costs a few operations (see
+/// [`height_above`]) instead of a maximum per field. Dropping an object
+/// that is not tall recurses at most [`HEIGHT_WIDTH`] deep, so it is
+/// released without the trashcan. Meaningless for a tracked object.
+pub(crate) const HEIGHT_BITS: u64 = ((1 << HEIGHT_WIDTH) - 1) << HEIGHT_SHIFT;
+/// The highest height bit: the height of the object saturated (it may be
+/// any higher); its release goes through the trashcan.
+const TALL: u64 = 1 << (HEIGHT_SHIFT + HEIGHT_WIDTH - 1);
 /// Counts-word bits that send the release of an object down the slow path
-/// ([`Gc::drop_slow`]): tracked, already dropped, or height 8 or more (so
-/// a single test picks the common case; higher objects are rare, as a
-/// tree of height 8 has at least 256 objects below it).
-const SLOW_RELEASE: u64 = TRACKED | DROPPED | (8 << HEIGHT_SHIFT);
+/// ([`Gc::drop_slow`]): tracked, already dropped, or tall.
+const SLOW_RELEASE: u64 = TRACKED | DROPPED | TALL;
 /// The object is in a generation list (or a list of the collection in
 /// progress). Kept in the counts word, which every release reads anyway.
 pub(crate) const TRACKED: u64 = 1 << 60;
@@ -615,19 +630,14 @@ fn untracked_height<T: Trace>(value: &T) -> Option<u64> {
 fn tracking_bits(height: Option<u64>) -> u64 {
     match height {
         None => TRACKED,
-        Some(h) => h.min(MAX_HEIGHT) << HEIGHT_SHIFT,
+        Some(h) => h,
     }
 }
 
-/// Height of an untracked object from its counts word `v`: 0 if it holds no
-/// `Gc`, else one more than the highest object it holds (all untracked
-/// too, and immutable, so the height recorded at creation stays true),
-/// capped at [`MAX_HEIGHT`]. Dropping it recurses at most that deep, so
-/// lower objects are released without the trashcan. Meaningless for a
-/// tracked object.
+/// Height bits of a new object whose referents' counts words OR to `v`.
 #[inline]
-pub(crate) fn height_of(v: u64) -> u64 {
-    (v >> HEIGHT_SHIFT) & MAX_HEIGHT
+pub(crate) fn height_above(v: u64) -> u64 {
+    ((v & HEIGHT_BITS) << 1 | (1 << HEIGHT_SHIFT)) & HEIGHT_BITS
 }
 
 // ---------------------------------------------------------------------------
@@ -890,7 +900,7 @@ impl<T: ?Sized> Gc<T> {
 
     /// Number of [`Weak`] pointers to this allocation.
     pub fn weak_count(this: &Self) -> usize {
-        (((this.counts().get() & WEAK_MASK) >> 32) - 1) as usize
+        (((this.counts().get() & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
     }
 
     /// Do both pointers point to the same allocation (like `Rc::ptr_eq`)?
@@ -1079,10 +1089,10 @@ impl<T: ?Sized> Gc<T> {
         if v & TRACKED != 0 {
             // SAFETY: the node is a live tracked box in a list.
             unsafe { collector::untrack(node) };
-        } else if height_of(v) < MAX_HEIGHT {
+        } else if v & TALL == 0 {
             // SAFETY: strong count 0, in no list, value alive. An untracked
             // object only holds untracked objects lower than itself, so this
-            // release recurses at most MAX_HEIGHT deep on its own.
+            // release recurses at most HEIGHT_WIDTH deep on its own.
             unsafe { self.drop_value_and_box() };
             return;
         }
@@ -1271,7 +1281,7 @@ impl<T: ?Sized> Weak<T> {
                 if v & STRONG_MASK == 0 {
                     0
                 } else {
-                    (((v & WEAK_MASK) >> 32) - 1) as usize
+                    (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
                 }
             }
         }

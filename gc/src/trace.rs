@@ -84,9 +84,8 @@ pub(crate) enum VisitMode {
     /// Introspection: record every visited edge.
     Record(Vec<Edge>),
     /// `Gc::new`: the OR of the visited objects' counts words (is one
-    /// tracked?) and one more than their greatest height (see
-    /// `gc::height_of`).
-    Untrackable { counts: u64, height: u64 },
+    /// tracked? how high is the highest? see `gc::HEIGHT_BITS`).
+    Untrackable { counts: u64 },
 }
 
 /// One `Gc` reported by a `trace` call in [`VisitMode::Record`].
@@ -112,12 +111,8 @@ impl Visitor {
     pub fn visit<T: ?Sized>(&mut self, gc: &Gc<T>) {
         match &mut self.mode {
             VisitMode::Record(edges) => record_edge(edges, gc),
-            VisitMode::Untrackable { counts, height } => {
-                // Branch-free: boxes without links have neither bit set.
-                let v = gc.counts_word();
-                *counts |= v;
-                *height = (*height).max(crate::gc::height_of(v) + 1);
-            }
+            // Branch-free: boxes without links have none of the bits set.
+            VisitMode::Untrackable { counts } => *counts |= gc.counts_word(),
             mode => {
                 if let Some(node) = gc.node() {
                     // SAFETY: `gc` keeps its box allocated and `node` is its
@@ -130,8 +125,8 @@ impl Visitor {
 }
 
 /// `None` if `value` owns a `Gc` to a tracked object (or to one the
-/// collector dropped, to keep it simple); otherwise the height of an object
-/// holding it: 0 without `Gc`s, else one more than the highest referent.
+/// collector dropped, to keep it simple); otherwise the height bits of an
+/// object holding it (see `gc::HEIGHT_BITS`).
 ///
 /// If no referent is tracked and the type is not
 /// [`Trace::INTERIOR_MUTABLE`], no cycle can ever run through the object:
@@ -140,14 +135,11 @@ impl Visitor {
 /// which needs the only handle, so its holders are re-tracked first).
 #[inline]
 pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
-    let mut v = Visitor::new(VisitMode::Untrackable {
-        counts: 0,
-        height: 0,
-    });
+    let mut v = Visitor::new(VisitMode::Untrackable { counts: 0 });
     value.trace(&mut v);
     let out = match v.mode {
-        VisitMode::Untrackable { counts, height } if counts & (TRACKED | DROPPED) == 0 => {
-            Some(height)
+        VisitMode::Untrackable { counts } if counts & (TRACKED | DROPPED) == 0 => {
+            Some(crate::gc::height_above(counts))
         }
         _ => None,
     };

@@ -264,8 +264,9 @@ fn long_untracked_chain_drops_without_recursion() {
 
 #[test]
 fn weak_references_outlive_untracked_trees_of_any_height() {
-    // Objects below height 8 are released on the fast path, higher ones on
-    // the slow one; weak references to either must keep only the box.
+    // Low objects are released on the fast path, tall ones (a few levels
+    // up) through the trashcan; weak references to either must keep only
+    // the box.
     thread_local!(static DROPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
     #[derive(Trace, Finalize)]
     struct Counted {
@@ -283,7 +284,7 @@ fn weak_references_outlive_untracked_trees_of_any_height() {
     }
     let root = counted(10);
     assert!(!is_tracked(&root));
-    let height_8 = Gc::downgrade(root.l.as_ref().unwrap().l.as_ref().unwrap());
+    let tall = Gc::downgrade(root.l.as_ref().unwrap().l.as_ref().unwrap());
     let mut leaf = &root;
     while let Some(l) = &leaf.l {
         leaf = l;
@@ -293,6 +294,6 @@ fn weak_references_outlive_untracked_trees_of_any_height() {
     drop(root);
     assert_eq!(DROPS.with(|d| d.get()), (1 << 11) - 1);
     assert!(leaf.upgrade().is_none());
-    assert!(height_8.upgrade().is_none());
+    assert!(tall.upgrade().is_none());
     assert!(root_weak.upgrade().is_none());
 }
