@@ -77,10 +77,13 @@ pub(crate) const DEFAULT_THRESHOLDS: [usize; NUM_GENERATIONS] = [700, 10, 10];
 const COLLECTING: usize = 0b100;
 /// `prev` bit (collection only): the node was proven reachable.
 const REACHABLE: usize = 1 << (usize::BITS - 1);
+/// `prev` bit (collection only): [`mark_reachable`]'s sweep has passed the
+/// node, so if it is found reachable later it must be traced from the stack.
+const SCANNED: usize = 1 << (usize::BITS - 2);
 /// `prev` shift of `gc_refs` during a collection.
 const REFS_SHIFT: u32 = 3;
 /// `prev` mask of `gc_refs` during a collection.
-const REFS_MASK: usize = !(REACHABLE | PREV_FLAGS);
+const REFS_MASK: usize = !(REACHABLE | SCANNED | PREV_FLAGS);
 
 struct Generation {
     head: Links,
@@ -524,7 +527,9 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
         VisitMode::MarkReachable(stack) => {
             if p & REACHABLE == 0 {
                 l.set_prev_bits(p | REACHABLE);
-                stack.push(child);
+                if p & SCANNED != 0 {
+                    stack.push(child);
+                }
             }
         }
         VisitMode::Record(_) | VisitMode::Untrackable { .. } => {}
@@ -579,7 +584,13 @@ unsafe fn subtract_refs(nodes: &[NodePtr]) {
 }
 
 /// Phase 3: everything with `gc_refs > 0` is referenced from outside; mark it
-/// and everything reachable from it (explicit stack, no recursion).
+/// and everything reachable from it, tracing each reachable node once.
+///
+/// One sweep in list order traces the nodes already marked or referenced
+/// from outside; a node marked after the sweep passed it goes on a stack
+/// and is traced from there (no recursion). Edges mostly point forward in
+/// allocation order, so the stack stays short and the sweep reads memory
+/// in order instead of chasing one edge after another.
 ///
 /// # Safety
 ///
@@ -591,10 +602,11 @@ unsafe fn mark_reachable(nodes: &[NodePtr]) {
         for &n in nodes {
             let l = links(n);
             let p = l.prev_bits();
-            if refs_of(p) == 0 || p & REACHABLE != 0 {
+            if p & REACHABLE == 0 && refs_of(p) == 0 {
+                l.set_prev_bits(p | SCANNED);
                 continue;
             }
-            l.set_prev_bits(p | REACHABLE);
+            l.set_prev_bits(p | REACHABLE | SCANNED);
             let mut next = Some(n);
             while let Some(m) = next {
                 let lm = links(m);
