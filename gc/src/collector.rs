@@ -13,17 +13,19 @@
 //! # `prev` during a collection
 //!
 //! As in CPython, the `prev` word of every node in the collected set is
-//! reused while no user code can run: bits 3..63 hold `gc_refs`, bit 63 marks
-//! nodes proven reachable, and the low [`PREV_FLAGS`] keep their meaning.
-//! The lists are rebuilt (restoring `prev`) before any user code runs.
+//! reused while no user code can run: bits 3..62 hold `gc_refs`, bit 63 marks
+//! nodes proven reachable, bit 62 nodes the marking sweep has passed, and
+//! the low [`PREV_FLAGS`] keep their meaning. The lists are rebuilt
+//! (restoring `prev`) before any user code runs.
 //!
 //! # Cost
 //!
 //! The first phase walks the list once and gathers the nodes into a scratch
 //! array (kept per thread between collections); every later phase iterates
 //! that array, so the loads of successive nodes are independent instead of a
-//! chain of dependent `next` loads. Claiming the garbage (step 1 below) is
-//! folded into the partition phase. Freed garbage boxes go to per-thread
+//! chain of dependent `next` loads. Marking reachable nodes and rebuilding
+//! the lists is one sweep in list order (see [`mark_and_partition`]), and
+//! claiming the garbage (step 1 below) is folded into it. Freed garbage boxes go to per-thread
 //! free lists (`freelist`) that the next tracked allocations take them from.
 //!
 //! A young collection is skipped (everything promoted without tracing, the
@@ -77,8 +79,9 @@ pub(crate) const DEFAULT_THRESHOLDS: [usize; NUM_GENERATIONS] = [700, 10, 10];
 const COLLECTING: usize = 0b100;
 /// `prev` bit (collection only): the node was proven reachable.
 const REACHABLE: usize = 1 << (usize::BITS - 1);
-/// `prev` bit (collection only): [`mark_reachable`]'s sweep has passed the
-/// node, so if it is found reachable later it must be traced from the stack.
+/// `prev` bit (collection only): [`mark_and_partition`]'s sweep has passed
+/// the node, so if it is found reachable later it must be traced from the
+/// stack.
 const SCANNED: usize = 1 << (usize::BITS - 2);
 /// `prev` shift of `gc_refs` during a collection.
 const REFS_SHIFT: u32 = 3;
@@ -543,7 +546,8 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
 ///
 /// # Safety
 ///
-/// `h` is a valid list; from here until [`partition`] no user code may run.
+/// `h` is a valid list; from here until [`mark_and_partition`] no user code
+/// may run.
 unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>) {
     nodes.clear();
     // SAFETY: guaranteed by the caller; `next` is untouched by this phase.
@@ -583,45 +587,6 @@ unsafe fn subtract_refs(nodes: &[NodePtr]) {
     }
 }
 
-/// Phase 3: everything with `gc_refs > 0` is referenced from outside; mark it
-/// and everything reachable from it, tracing each reachable node once.
-///
-/// One sweep in list order traces the nodes already marked or referenced
-/// from outside; a node marked after the sweep passed it goes on a stack
-/// and is traced from there (no recursion). Edges mostly point forward in
-/// allocation order, so the stack stays short and the sweep reads memory
-/// in order instead of chasing one edge after another.
-///
-/// # Safety
-///
-/// After [`subtract_refs`] on `nodes`.
-unsafe fn mark_reachable(nodes: &[NodePtr]) {
-    let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
-    // SAFETY: guaranteed by the caller; as in subtract_refs.
-    unsafe {
-        for &n in nodes {
-            let l = links(n);
-            let p = l.prev_bits();
-            if p & REACHABLE == 0 && refs_of(p) == 0 {
-                l.set_prev_bits(p | SCANNED);
-                continue;
-            }
-            l.set_prev_bits(p | REACHABLE | SCANNED);
-            let mut next = Some(n);
-            while let Some(m) = next {
-                let lm = links(m);
-                if lm.prev_bits() & MUT_BORROWED == 0 {
-                    (lm.vtable.trace)(m, &mut v);
-                }
-                next = match &mut v.mode {
-                    VisitMode::MarkReachable(stack) => stack.pop(),
-                    _ => None,
-                };
-            }
-        }
-    }
-}
-
 /// Result of [`find_unreachable`].
 struct Partition {
     /// Nodes left in the list (reachable).
@@ -630,50 +595,94 @@ struct Partition {
     needs_finalize: bool,
 }
 
-/// Phase 4: rebuild lists: reachable nodes stay in `h` (in order), the
-/// others move to `unreachable` and stay in `nodes` (in the same order).
-/// Restores `prev` addresses and clears the collection bits. With
+/// Phase 3: everything with `gc_refs > 0` is referenced from outside: mark
+/// it and everything reachable from it, tracing each reachable node once,
+/// and rebuild the lists: reachable nodes go back into `h`, the others move
+/// to `unreachable` and stay in `nodes` (in list order). With
 /// `claim = Some(flags)`, also takes a strong reference to each unreachable
 /// node and sets `flags` in its counts word (saves a pass over the garbage).
 ///
+/// One sweep in list order relinks and traces each node already marked or
+/// referenced from outside; relinking restores its `prev` address, which
+/// takes it out of the collected set (its collection bits are gone), so no
+/// later visit looks at it again. A node the sweep passed unmarked is
+/// remembered as tentatively unreachable; if it is marked later it goes on
+/// a stack and is relinked and traced from there (no recursion). Edges
+/// mostly point forward in allocation order, so the sweep reads memory in
+/// order instead of chasing one edge after another, and when everything
+/// survives (most young collections) it is the only pass after
+/// [`subtract_refs`]. Nodes found late end up at the end of `h`.
+///
 /// # Safety
 ///
-/// After [`mark_reachable`] on `nodes`, gathered from `h`; `unreachable` is
+/// After [`subtract_refs`] on `nodes`, gathered from `h`; `unreachable` is
 /// a valid list.
-unsafe fn partition(
+unsafe fn mark_and_partition(
     h: NodePtr,
     unreachable: NodePtr,
     nodes: &mut Vec<NodePtr>,
     claim: Option<u64>,
 ) -> Partition {
-    let (mut kept, mut found, mut needs_finalize) = (0, 0, false);
-    // SAFETY: guaranteed by the caller. `nodes` is exactly the old content
-    // of `h`, in order; kept nodes are chained after `last`, whose `prev`
-    // was already restored, and the rest is pushed onto `unreachable`.
+    let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
+    let (mut kept, mut tentative) = (0, 0);
+    // SAFETY: guaranteed by the caller; as in subtract_refs. `nodes` is
+    // exactly the old content of `h`; kept nodes are chained after `last`,
+    // whose `prev` was already restored. Tentative nodes are stored over
+    // entries the sweep has passed (`tentative <= i`).
     unsafe {
         let mut last = h;
+        let mut relink_and_trace = |n: NodePtr, v: &mut Visitor| {
+            set_prev(n, last);
+            links(last).next.set(n);
+            last = n;
+            kept += 1;
+            let l = links(n);
+            if l.prev_bits() & MUT_BORROWED == 0 {
+                (l.vtable.trace)(n, v);
+            }
+        };
         for i in 0..nodes.len() {
-            let p = nodes[i];
-            let l = links(p);
-            if l.prev_bits() & REACHABLE != 0 {
-                set_prev(p, last);
-                links(last).next.set(p);
-                last = p;
-                kept += 1;
-            } else {
-                push_back(unreachable, p);
-                needs_finalize |= l.vtable.needs_finalize && l.prev_bits() & FINALIZED == 0;
-                if let Some(flags) = claim {
-                    acquire_strong_node(p);
-                    let c = node_counts(p);
-                    c.set(c.get() | flags);
-                }
-                nodes[found] = p;
-                found += 1;
+            let n = nodes[i];
+            let l = links(n);
+            let p = l.prev_bits();
+            if p & REACHABLE == 0 && refs_of(p) == 0 {
+                l.set_prev_bits(p | SCANNED);
+                nodes[tentative] = n;
+                tentative += 1;
+                continue;
+            }
+            relink_and_trace(n, &mut v);
+            while let Some(m) = match &mut v.mode {
+                VisitMode::MarkReachable(stack) => stack.pop(),
+                _ => None,
+            } {
+                relink_and_trace(m, &mut v);
             }
         }
         links(last).next.set(h);
         set_prev(h, last);
+    }
+    nodes.truncate(tentative);
+    let (mut found, mut needs_finalize) = (0, false);
+    // SAFETY: as above; a tentative node still in the collected set is
+    // unreachable, and pushing it onto `unreachable` restores its `prev`.
+    unsafe {
+        for i in 0..nodes.len() {
+            let n = nodes[i];
+            let l = links(n);
+            if l.prev_bits() & COLLECTING == 0 {
+                continue;
+            }
+            push_back(unreachable, n);
+            needs_finalize |= l.vtable.needs_finalize && l.prev_bits() & FINALIZED == 0;
+            if let Some(flags) = claim {
+                acquire_strong_node(n);
+                let c = node_counts(n);
+                c.set(c.get() | flags);
+            }
+            nodes[found] = n;
+            found += 1;
+        }
     }
     nodes.truncate(found);
     Partition {
@@ -684,7 +693,8 @@ unsafe fn partition(
 
 /// Trial deletion over list `h`: afterwards `h` holds the reachable nodes,
 /// and the garbage is appended to `unreachable` and left in `nodes`. `hold`
-/// is subtracted from every strong count; `claim` as for [`partition`].
+/// is subtracted from every strong count; `claim` as for
+/// [`mark_and_partition`].
 ///
 /// # Safety
 ///
@@ -700,8 +710,7 @@ unsafe fn find_unreachable(
     unsafe {
         update_refs(h, hold, nodes);
         subtract_refs(nodes);
-        mark_reachable(nodes);
-        partition(h, unreachable, nodes, claim)
+        mark_and_partition(h, unreachable, nodes, claim)
     }
 }
 
@@ -875,7 +884,8 @@ fn collect_lists(
         NO_UPGRADE | DROPPED
     };
     // SAFETY: all lists are valid (no collection is running, user code is not
-    // running inside this function until `partition` has rebuilt the lists).
+    // running inside this function until `mark_and_partition` has rebuilt the
+    // lists).
     let part = unsafe {
         for i in 0..g {
             merge(core.gen_head(i), young);
