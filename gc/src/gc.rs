@@ -998,15 +998,14 @@ impl<T: ?Sized> Drop for Gc<T> {
         let c = self.counts();
         let v = c.get() - STRONG_ONE;
         c.set(v);
-        if v & STRONG_MASK == 0 {
-            if v & SLOW_RELEASE == 0 {
-                // SAFETY: this was the last strong reference to an untracked
-                // box whose value is alive and low enough to drop directly.
-                unsafe { self.drop_value_and_box() }
-            } else {
-                // SAFETY: this was the last strong reference.
-                unsafe { self.drop_slow(v) }
-            }
+        // One test picks the common last release.
+        if v & (STRONG_MASK | SLOW_RELEASE) == 0 {
+            // SAFETY: this was the last strong reference to an untracked box
+            // whose value is alive and low enough to drop directly.
+            unsafe { self.drop_value_and_box() }
+        } else if v & STRONG_MASK == 0 {
+            // SAFETY: this was the last strong reference.
+            unsafe { self.drop_slow(v) }
         } else if v & TRACKED != 0 && v & (PURPLE | DROPPED) == 0 {
             turn_purple(c, v);
         }
