@@ -646,6 +646,10 @@ pub(crate) fn height_above(v: u64) -> u64 {
 
 /// A single-threaded reference-counted pointer whose reference cycles are
 /// reclaimed by a generational cycle collector. See the [crate docs](crate).
+///
+/// One object can have up to 2^30 - 1 strong and 2^24 - 2 weak references
+/// (both counts share one word with the collector's flags); like `Rc` on
+/// overflow, the process aborts rather than risk a use after free.
 pub struct Gc<T: ?Sized> {
     ptr: NonNull<GcBox<T>>,
     _owns: PhantomData<GcBox<T>>,
