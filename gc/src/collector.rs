@@ -25,8 +25,9 @@
 //! that array, so the loads of successive nodes are independent instead of a
 //! chain of dependent `next` loads. Marking reachable nodes and rebuilding
 //! the lists is one sweep in list order (see [`mark_and_partition`]), and
-//! claiming the garbage (step 1 below) is folded into it. Freed garbage boxes go to per-thread
-//! free lists (`freelist`) that the next tracked allocations take them from.
+//! claiming the garbage (step 1 below) is folded into it. Freed garbage
+//! boxes go to per-thread free lists (`freelist`) that the next tracked
+//! allocations take them from.
 //!
 //! A young collection is skipped (everything promoted without tracing, the
 //! collection still counted) while no object of the collected generations

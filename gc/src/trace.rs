@@ -45,7 +45,8 @@ pub trait Finalize {
 /// it does not own (e.g. one behind an `Rc` or a reference). Visiting fewer
 /// only leaks; visiting more lets the collector free live objects. `trace`
 /// must not create, clone or drop `Gc`s, must not panic, and must not
-/// mutate `self`.
+/// mutate `self`, not even through a cell (the collector reads the contents
+/// of a `RefCell` without borrowing it).
 ///
 /// `MAY_CONTAIN_GC = false` promises the type can never own a `Gc`; such
 /// values are never tracked and cost what `Rc` costs. (A wrong `false` only
@@ -391,8 +392,9 @@ unsafe impl<T: ?Sized + Trace> Trace for RefCell<T> {
     fn trace(&self, visitor: &mut Visitor) {
         // SAFETY: the reference lives only during this call, and nothing
         // borrows the cell mutably meanwhile: `trace` must not mutate
-        // `self` (the trait's contract), and the visitor runs no user code.
-        // Leaving the borrow flag alone saves two writes per cell and phase.
+        // `self` (the trait's contract), and the visitor runs no user code
+        // that could reach the cell. Leaving the borrow flag alone saves two
+        // writes per cell and phase.
         if let Ok(v) = unsafe { self.try_borrow_unguarded() } {
             v.trace(visitor)
         }
