@@ -52,6 +52,28 @@ fn reachable_cycle_is_kept() {
     a.0.borrow_mut().clear();
 }
 
+/// A cycle held only through its newest object, whose edges point back in
+/// allocation order: the marking sweep passes the older objects before it
+/// finds them reachable, so they must be marked from its stack.
+#[test]
+fn cycle_reached_through_backward_edges_is_kept() {
+    collect();
+    let a = list();
+    let b = list();
+    let c = list();
+    b.0.borrow_mut().push(a.clone());
+    c.0.borrow_mut().push(b.clone());
+    a.0.borrow_mut().push(c.clone());
+    let weak_a = Gc::downgrade(&a);
+    drop((a, b));
+    assert_eq!(collect(), 0);
+    assert!(weak_a.upgrade().is_some());
+    assert_eq!(Gc::strong_count(&c), 2);
+    drop(c);
+    assert_eq!(collect(), 3);
+    assert!(weak_a.upgrade().is_none());
+}
+
 #[derive(Trace, Finalize)]
 struct Dict(RefCell<HashMap<u32, Gc<Dict>>>);
 
