@@ -123,7 +123,7 @@ pub(crate) struct Core {
     long_lived_total: Cell<usize>,
     long_lived_pending: Cell<usize>,
     /// Bit `g` set: an object of generations `0..=g` may be
-    /// [`PURPLE`]; see [`note_decrement`].
+    /// [`PURPLE`]; see [`note_decrement`]. Also holds [`EXITED`].
     purple_gens: Cell<u8>,
     stats: Cell<[GenerationStats; NUM_GENERATIONS]>,
 }
@@ -156,17 +156,25 @@ thread_local! {
 /// interpreter shutdown: garbage cycles the thread left behind are
 /// freed instead of leaking with its generation lists. Registered when the
 /// thread first uses generation 0 (its first tracked object, at the
-/// latest), so thread-locals made before it are
-/// destroyed after it (glibc runs thread-local destructors in reverse
-/// order): `Gc`s they hold are still outside references then. Cycles that
-/// become garbage in later destructors still leak.
+/// latest), so thread-locals made before it are destroyed after it (their
+/// destructors run in reverse order): `Gc`s they hold are still outside
+/// references then.
+///
+/// Such a later destructor can leave garbage cycles behind as it drops its
+/// `Gc`s. Their first decrement registers [`LATE_EXIT_COLLECTION`] (see
+/// [`EXITED`]), which runs once that destructor is done. Cycles that become
+/// garbage after the late collection still leak.
 struct ExitCollection;
 
 impl Drop for ExitCollection {
     fn drop(&mut self) {
         // SAVEALL would keep the garbage in a list that dies with the
         // thread: nothing to gain.
-        if !CORE.with(|c| c.enabled.get() && !c.debug.get().contains(DebugFlags::SAVEALL)) {
+        let run = CORE.with(|c| {
+            c.purple_gens.set(c.purple_gens.get() | EXITED);
+            c.enabled.get() && !c.debug.get().contains(DebugFlags::SAVEALL)
+        });
+        if !run {
             return;
         }
         // A panic escaping a thread-local destructor aborts the process.
@@ -180,7 +188,15 @@ impl Drop for ExitCollection {
 
 thread_local! {
     static EXIT_COLLECTION: ExitCollection = const { ExitCollection };
+    /// The second exit collection, for cycles that later thread-local
+    /// destructors leave behind.
+    static LATE_EXIT_COLLECTION: ExitCollection = const { ExitCollection };
 }
+
+/// [`Core::purple_gens`] bit: an exit collection has started, so the next
+/// object to turn [`PURPLE`] registers [`LATE_EXIT_COLLECTION`] (once:
+/// turning purple clears the bit).
+const EXITED: u8 = 1 << 7;
 
 /// Register the thread's [`ExitCollection`] (first use of generation 0).
 #[cold]
@@ -189,6 +205,16 @@ fn register_exit_collection() {
     // Fails only if the thread is already being torn down: then nothing is
     // collected at exit.
     let _ = EXIT_COLLECTION.try_with(|_| ());
+}
+
+/// Register the late exit collection (a decrement after the first one
+/// started). Registering a thread-local destructor while destructors run
+/// is allowed: it runs after the current one. Fails harmlessly once the
+/// late collection itself has run.
+#[cold]
+#[inline(never)]
+fn register_late_exit_collection() {
+    let _ = LATE_EXIT_COLLECTION.try_with(|_| ());
 }
 
 /// Vtable of list sentinels; never called (sentinels are skipped by walks).
@@ -480,7 +506,11 @@ pub(crate) unsafe fn untrack(node: NodePtr) {
 /// never skipped.)
 #[inline]
 pub(crate) fn note_decrement() {
-    CORE.with(|core| core.purple_gens.set(ALL_GENS));
+    CORE.with(|core| {
+        if core.purple_gens.replace(ALL_GENS) & EXITED != 0 {
+            register_late_exit_collection();
+        }
+    });
 }
 
 /// Every bit of [`Core::purple_gens`].
@@ -963,7 +993,7 @@ fn collect_lists(
             debug_assert!(c.get() & STRONG_MASK > 1);
             c.set((c.get() - 1) | PURPLE);
         });
-        core.purple_gens.set(ALL_GENS);
+        core.purple_gens.set(core.purple_gens.get() | ALL_GENS);
         merge(unreachable, old);
         for &n in nodes.iter() {
             let c = node_counts(n);

@@ -11,7 +11,8 @@
 //! `Gc` is neither [`Send`] nor [`Sync`]; each thread has its own collector,
 //! which runs a last full collection when the thread exits (unless
 //! [`disable`]d or in [`DebugFlags::SAVEALL`] mode), so garbage cycles a
-//! thread leaves behind are freed.
+//! thread leaves behind are freed; cycles that a later thread-local
+//! destructor leaves behind get one more collection after it.
 //! Shared references only: use [`RefCell`](std::cell::RefCell) (or
 //! [`Cell`](std::cell::Cell)) inside a `Gc` for mutation, as with `Rc`.
 //!

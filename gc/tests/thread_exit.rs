@@ -97,3 +97,32 @@ fn saveall_at_thread_exit_keeps_the_garbage_alive() {
     .unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn cycles_left_by_a_later_thread_local_destructor_are_collected() {
+    thread_local! {
+        static HOLDER: RefCell<Option<Gc<Node>>> = const { RefCell::new(None) };
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        // First use before the first tracked object: HOLDER's destructor
+        // runs after the exit collection, and only then do `a` and `b`
+        // become garbage.
+        HOLDER.with(|_| ());
+        let node = || {
+            Gc::new(Node {
+                next: RefCell::new(None),
+                drops: d.clone(),
+                panic_on_drop: false,
+            })
+        };
+        let (a, b) = (node(), node());
+        *a.next.borrow_mut() = Some(b.clone());
+        *b.next.borrow_mut() = Some(a.clone());
+        HOLDER.with(|h| *h.borrow_mut() = Some(a));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}
