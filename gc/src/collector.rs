@@ -300,13 +300,26 @@ unsafe fn set_prev(n: NodePtr, p: NodePtr) {
 ///
 /// `head` is a sentinel of a valid list; `n` is a live node in no list.
 unsafe fn push_back(head: NodePtr, n: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { link_last(head, n, links(n).prev_bits() & PERSISTENT_FLAGS) }
+}
+
+/// Append `n` to the list of `head`, with `flags` as the flags of its
+/// `prev` (a new object has none, so it need not be read).
+///
+/// # Safety
+///
+/// As for [`push_back`].
+#[inline]
+unsafe fn link_last(head: NodePtr, n: NodePtr, flags: usize) {
     // SAFETY: guaranteed by the caller; all touched nodes are live.
     unsafe {
         let last = prev_of(head);
-        set_prev(n, last);
+        links(n).prev.set(last.wrapping_byte_add(flags));
         links(n).next.set(head);
         links(last).next.set(n);
-        set_prev(head, n);
+        // Sentinels carry no flags.
+        links(head).prev.set(n);
     }
 }
 
@@ -398,8 +411,9 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 ///
 /// # Safety
 ///
-/// `node` is a live, initialised tracked box in no list, to which the caller
-/// holds the only strong reference, and whose counts word already carries
+/// `node` is a live, initialised tracked box in no list and without `prev`
+/// flags, to which the caller holds the only strong reference, and whose
+/// counts word already carries
 /// `TRACKED` (written with the rest of the word: setting the bit here would
 /// be a narrow store that stalls the next full read of the word; until the
 /// node is linked nobody can look at it).
@@ -415,8 +429,9 @@ pub(crate) unsafe fn track_new(node: NodePtr) {
             collect_on_alloc(core);
         }
         // SAFETY: generation 0 is a valid list whenever user code can run;
-        // the caller guarantees `node` is live and unlinked.
-        unsafe { push_back(core.gen_head(0), node) }
+        // the caller guarantees `node` is live and unlinked, and a new
+        // object has no `prev` flags.
+        unsafe { link_last(core.gen_head(0), node, 0) }
     });
 }
 
