@@ -112,7 +112,6 @@ pub(crate) struct Core {
     gens: [Generation; NUM_GENERATIONS],
     permanent: Links,
     unreachable: Links,
-    resurrected: Links,
     /// Generation-0 count above which an allocation considers collecting:
     /// the threshold, or `usize::MAX` when automatic collection is off, so
     /// the allocation fast path tests one word.
@@ -138,7 +137,6 @@ thread_local! {
             ],
             permanent: sentinel(),
             unreachable: sentinel(),
-            resurrected: sentinel(),
             trigger: Cell::new(DEFAULT_THRESHOLDS[0]),
             enabled: Cell::new(true),
             collecting: Cell::new(false),
@@ -643,8 +641,9 @@ struct Partition {
 
 /// Phase 3: everything with `gc_refs > 0` is referenced from outside: mark
 /// it and everything reachable from it, tracing each reachable node once,
-/// and rebuild the lists: reachable nodes go back into `h`, the others move
-/// to `unreachable` and stay in `nodes` (in list order). With
+/// and rebuild the lists: reachable nodes go back into `h`, the others stay
+/// in `nodes` (in list order), in no list and with the collection bits
+/// still in their `prev` (see [`link_all`] and [`destroy`]). With
 /// `claim = Some(flags)`, also takes a strong reference to each unreachable
 /// node and sets `flags` in its counts word (saves a pass over the garbage).
 ///
@@ -661,11 +660,9 @@ struct Partition {
 ///
 /// # Safety
 ///
-/// After [`subtract_refs`] on `nodes`, gathered from `h`; `unreachable` is
-/// a valid list.
+/// After [`subtract_refs`] on `nodes`, gathered from `h`.
 unsafe fn mark_and_partition(
     h: NodePtr,
-    unreachable: NodePtr,
     nodes: &mut Vec<NodePtr>,
     claim: Option<u64>,
 ) -> Partition {
@@ -711,7 +708,7 @@ unsafe fn mark_and_partition(
     nodes.truncate(tentative);
     let (mut found, mut needs_finalize) = (0, false);
     // SAFETY: as above; a tentative node still in the collected set is
-    // unreachable, and pushing it onto `unreachable` restores its `prev`.
+    // unreachable.
     unsafe {
         for i in 0..nodes.len() {
             let n = nodes[i];
@@ -719,7 +716,6 @@ unsafe fn mark_and_partition(
             if l.prev_bits() & COLLECTING == 0 {
                 continue;
             }
-            push_back(unreachable, n);
             needs_finalize |= l.vtable.needs_finalize && l.prev_bits() & FINALIZED == 0;
             if let Some(flags) = claim {
                 acquire_strong_node(n);
@@ -738,16 +734,15 @@ unsafe fn mark_and_partition(
 }
 
 /// Trial deletion over list `h`: afterwards `h` holds the reachable nodes,
-/// and the garbage is appended to `unreachable` and left in `nodes`. `hold`
-/// is subtracted from every strong count; `claim` as for
-/// [`mark_and_partition`].
+/// and the garbage is left in `nodes`, in no list (see
+/// [`mark_and_partition`]). `hold` is subtracted from every strong count;
+/// `claim` as for [`mark_and_partition`].
 ///
 /// # Safety
 ///
-/// Both are valid lists; the values of all nodes in `h` are alive.
+/// `h` is a valid list; the values of all its nodes are alive.
 unsafe fn find_unreachable(
     h: NodePtr,
-    unreachable: NodePtr,
     hold: u64,
     nodes: &mut Vec<NodePtr>,
     claim: Option<u64>,
@@ -756,7 +751,21 @@ unsafe fn find_unreachable(
     unsafe {
         update_refs(h, hold, nodes);
         subtract_refs(nodes);
-        mark_and_partition(h, unreachable, nodes, claim)
+        mark_and_partition(h, nodes, claim)
+    }
+}
+
+/// Put the garbage that [`find_unreachable`] left in `nodes` into `list`
+/// (restoring `prev`), before user code that might look at it runs.
+///
+/// # Safety
+///
+/// `list` is a valid list; `nodes` are the garbage of the last
+/// [`find_unreachable`].
+unsafe fn link_all(list: NodePtr, nodes: &[NodePtr]) {
+    for &n in nodes {
+        // SAFETY: guaranteed by the caller; the nodes are in no list.
+        unsafe { push_back(list, n) };
     }
 }
 
@@ -900,7 +909,6 @@ fn collect_lists(
     panics: &mut PanicSlot,
 ) -> (usize, usize) {
     let unreachable = head(&core.unreachable);
-    let resurrected = head(&core.resurrected);
     let saveall = core.debug.get().contains(DebugFlags::SAVEALL);
     if g + 1 < NUM_GENERATIONS && core.purple_gens.get() & (1 << g) == 0 {
         // No young object is purple: there is no young garbage (see
@@ -919,11 +927,12 @@ fn collect_lists(
         return (0, 0);
     }
     // Every unreachable node is claimed right away: a strong reference of
-    // ours keeps it allocated and in `unreachable` while user code runs
-    // (only a strong count reaching 0 or try_unwrap, which needs
-    // strong == 1, unlinks a node), and weak references stop upgrading.
-    // Unless SAVEALL keeps them, the nodes are also marked DROPPED
-    // tentatively, undone below if a finalizer has to run first.
+    // ours keeps it allocated while user code runs, and weak references stop
+    // upgrading. Unless SAVEALL keeps them, the nodes are also marked
+    // DROPPED tentatively, undone below if a finalizer has to run first
+    // (the nodes are then put in `unreachable`: only a strong count reaching
+    // 0 or try_unwrap, which needs strong == 1, unlinks a node, and neither
+    // touches a DROPPED one).
     let claim = if saveall {
         NO_UPGRADE
     } else {
@@ -936,7 +945,7 @@ fn collect_lists(
         for i in 0..g {
             merge(core.gen_head(i), young);
         }
-        let part = find_unreachable(young, unreachable, 0, nodes, Some(claim));
+        let part = find_unreachable(young, 0, nodes, Some(claim));
         // Every object of generations 0..=g was examined and unflagged
         // (objects that user code decrements from here on flag themselves
         // again).
@@ -961,11 +970,13 @@ fn collect_lists(
     if !saveall && !part.needs_finalize {
         // No finalizer to run: no user code runs before the values are
         // dropped, so nothing can be resurrected; go straight to destruction.
-        // SAFETY: every node in `nodes` is claimed (see above), marked
-        // DROPPED and in `unreachable`.
-        unsafe { destroy(nodes, unreachable, panics) };
+        // SAFETY: every node in `nodes` is claimed (see above) and marked
+        // DROPPED.
+        unsafe { destroy(nodes, panics) };
         return (found, 0);
     }
+    // SAFETY: `unreachable` is empty and valid; `nodes` is the garbage.
+    unsafe { link_all(unreachable, nodes) };
     if saveall {
         // SAFETY: as above; each hold is handed over to the garbage list.
         unsafe {
@@ -998,9 +1009,9 @@ fn collect_lists(
     // SAFETY: no user code runs during find_unreachable; each node in
     // `unreachable` carries our hold of 1.
     unsafe {
-        find_unreachable(unreachable, resurrected, 1, nodes, None);
-        // Now `unreachable` holds the resurrected objects, and `resurrected`
-        // and `nodes` the final garbage.
+        find_unreachable(unreachable, 1, nodes, None);
+        // Now `unreachable` holds the resurrected objects, and `nodes` the
+        // final garbage.
         // Dropping our holds is a decrement like any other: the
         // resurrected objects are purple.
         for_each(unreachable, |n| {
@@ -1014,22 +1025,22 @@ fn collect_lists(
             let c = node_counts(n);
             c.set(c.get() | DROPPED);
         }
-        destroy(nodes, resurrected, panics);
+        destroy(nodes, panics);
     }
     (found, 0)
 }
 
 /// Drop the values of the garbage (all boxes stay allocated, so cycles break
-/// safely), then empty `list` and release our holds, which frees the boxes
-/// nobody else holds.
+/// safely), then release our holds, which frees the boxes nobody else holds.
 ///
 /// # Safety
 ///
-/// `nodes` are exactly the nodes of `list`, each marked `DROPPED` and held
-/// by one strong reference of ours; their values are alive.
-unsafe fn destroy(nodes: &[NodePtr], list: NodePtr, panics: &mut PanicSlot) {
-    // SAFETY: guaranteed by the caller. Releasing runs no user code (the
-    // values are already dropped), so the list is not touched meanwhile.
+/// `nodes` are in no list (as [`find_unreachable`] leaves its garbage),
+/// each marked `DROPPED` and held by one strong reference of ours; their
+/// values are alive.
+unsafe fn destroy(nodes: &[NodePtr], panics: &mut PanicSlot) {
+    // SAFETY: guaranteed by the caller. Nothing unlinks or relinks a
+    // DROPPED node, so user code leaves the nodes' links alone.
     unsafe {
         // One unwind guard for the whole loop, re-entered after a panic at
         // the next node.
@@ -1042,9 +1053,6 @@ unsafe fn destroy(nodes: &[NodePtr], list: NodePtr, panics: &mut PanicSlot) {
                 }
             });
         }
-        let lh = links(list);
-        lh.next.set(list);
-        lh.prev.set(list);
         for &n in nodes {
             let l = links(n);
             l.next.set(ptr::null());
