@@ -411,10 +411,9 @@ unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
 ///
 /// `node` is a live, initialised tracked box in no list and without `prev`
 /// flags, to which the caller holds the only strong reference, and whose
-/// counts word already carries
-/// `TRACKED` (written with the rest of the word: setting the bit here would
-/// be a narrow store that stalls the next full read of the word; until the
-/// node is linked nobody can look at it).
+/// counts word already carries `TRACKED` (written with the rest of the
+/// word: setting the bit here would be a narrow store that stalls the next
+/// full read of the word; until the node is linked nobody can look at it).
 #[inline]
 pub(crate) unsafe fn track_new(node: NodePtr) {
     CORE.with(|core| {
