@@ -54,14 +54,16 @@ pub(crate) const STRONG_ONE: u64 = 1;
 pub(crate) const STRONG_MASK: u64 = (1 << STRONG_BITS) - 1;
 /// Shift of the weak count in the counts word.
 const WEAK_SHIFT: u32 = STRONG_BITS;
+/// Width of the weak count (~16 million).
+const WEAK_BITS: u32 = 24;
 /// One weak reference in the counts word.
 pub(crate) const WEAK_ONE: u64 = 1 << WEAK_SHIFT;
-/// Bits of the counts word that hold the weak count (24 bits: ~16 million).
-pub(crate) const WEAK_MASK: u64 = ((1 << 24) - 1) << WEAK_SHIFT;
+/// Bits of the counts word that hold the weak count.
+pub(crate) const WEAK_MASK: u64 = ((1 << WEAK_BITS) - 1) << WEAK_SHIFT;
 /// Shift of the height of an untracked object in the counts word.
-const HEIGHT_SHIFT: u32 = WEAK_SHIFT + 24;
-/// Number of height bits (see [`HEIGHT_BITS`]).
-pub(crate) const HEIGHT_WIDTH: u32 = 60 - HEIGHT_SHIFT;
+const HEIGHT_SHIFT: u32 = WEAK_SHIFT + WEAK_BITS;
+/// Number of height bits (see [`HEIGHT_BITS`]): up to the first flag.
+pub(crate) const HEIGHT_WIDTH: u32 = TRACKED.trailing_zeros() - HEIGHT_SHIFT;
 /// The height bits of the counts word. The height of an untracked object
 /// is one more than that of the highest object it holds (all untracked
 /// too, and immutable, so the height recorded at creation stays true);
@@ -628,10 +630,14 @@ fn untracked_height<T: Trace>(value: &T) -> Option<u64> {
 /// Counts-word bits of a new object: `TRACKED`, or its height.
 #[inline]
 fn tracking_bits(height: Option<u64>) -> u64 {
-    match height {
-        None => TRACKED,
-        Some(h) => h,
-    }
+    height.unwrap_or(TRACKED)
+}
+
+/// The user's weak references in counts word `v` (without the implicit one
+/// the strong references hold together).
+#[inline]
+fn weak_refs(v: u64) -> usize {
+    (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
 }
 
 /// Height bits of a new object whose referents' counts words OR to `v`.
@@ -904,7 +910,7 @@ impl<T: ?Sized> Gc<T> {
 
     /// Number of [`Weak`] pointers to this allocation.
     pub fn weak_count(this: &Self) -> usize {
-        (((this.counts().get() & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
+        weak_refs(this.counts().get())
     }
 
     /// Do both pointers point to the same allocation (like `Rc::ptr_eq`)?
@@ -1284,7 +1290,7 @@ impl<T: ?Sized> Weak<T> {
                 if v & STRONG_MASK == 0 {
                     0
                 } else {
-                    (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
+                    weak_refs(v)
                 }
             }
         }
