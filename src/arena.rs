@@ -356,7 +356,7 @@ impl Registry {
         // purge pass itself.
         let _ = self.purge_deadline.compare_exchange(
             0,
-            now + delay,
+            now.saturating_add(delay),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -384,7 +384,7 @@ impl Registry {
         });
         let _ = self.purge_deadline.compare_exchange(
             0,
-            now + delay,
+            now.saturating_add(delay),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -412,7 +412,7 @@ impl Registry {
                 let a = unsafe { &mut *arena };
                 let next = a.next;
                 if a.dirty_slots != 0 {
-                    if force || now >= a.last_release_ms + delay {
+                    if force || now >= a.last_release_ms.saturating_add(delay) {
                         if a.free_slots == ALL_POOL_SLOTS {
                             Self::unmap_arena(state, arena, &self.mapped_bytes);
                         } else {
@@ -422,7 +422,7 @@ impl Registry {
                             state.purged_bytes += Self::decommit_dirty(arena);
                         }
                     } else {
-                        next_deadline = next_deadline.min(a.last_release_ms + delay);
+                        next_deadline = next_deadline.min(a.last_release_ms.saturating_add(delay));
                     }
                 }
                 arena = next;

@@ -5,15 +5,10 @@
 //! of threads that do not exist in the child keep their pools, which the
 //! child never frees (as with every thread-caching allocator).
 
-use crate::sync::Ordering;
-
-static REGISTERED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// Registers the handlers on first use.
-pub(crate) fn register_once() {
-    if !REGISTERED.swap(true, Ordering::Relaxed) {
-        crate::os::register_fork_handlers(prepare, release, release);
-    }
+/// Registers the handlers (once per process, from `init`: `pthread_atfork`
+/// must never be called inside `malloc`).
+pub(crate) fn register() {
+    crate::os::register_fork_handlers(prepare, release, release);
 }
 
 pub(crate) extern "C" fn prepare() {

@@ -14,7 +14,15 @@
 //! go back to the registry, the others to the abandoned lists, from which
 //! any thread needing a pool of that class reclaims them. A thread freeing
 //! a block of an abandoned pool adopts the pool, and returns it to the
-//! registry once it is empty: no memory is stranded by dead threads.
+//! registry once it is empty: no memory is stranded by dead threads. Code
+//! that runs after the destructor (later key destructors, glibc's own
+//! thread cleanup) still allocates and frees, but owns no pool: its frees
+//! are remote frees and each of its allocations hands its pool straight
+//! back to the abandoned lists.
+//!
+//! A heap starts (gets its id, registers the exit destructor, lists its
+//! counters) on its thread's first slow path, outside any `&mut Heap`:
+//! registering may call `calloc`, which re-enters the allocator.
 //!
 //! Each thread also keeps its allocation [`Counters`] (blocks and bytes it
 //! allocated and freed, and its peak net bytes) beside its heap, counted
@@ -29,7 +37,7 @@ use core::ptr;
 
 use crate::arena::{self, registry, Registry};
 use crate::os;
-use crate::pool::{Block, Pool, ABANDONED};
+use crate::pool::{Block, Pool, ABANDONED, TYPED_OWNER};
 use crate::size_class::{pool_slots, NUM_CLASSES};
 use crate::sync::{AtomicUsize, Ordering, RawLock};
 
@@ -104,8 +112,7 @@ impl Heap {
 
     /// A heap owned by a value rather than a thread (see `owned.rs`).
     pub(crate) fn new_owned() -> Self {
-        crate::config::init();
-        crate::fork::register_once();
+        crate::init::ensure();
         Heap {
             id: NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed),
             owned: true,
@@ -182,12 +189,16 @@ impl Heap {
         self.alloc_slow(class)
     }
 
-    /// Frees block `p` of any thread's pool.
+    /// Frees block `p` of any thread's pool. Returns true when this heap
+    /// has not started: the caller then runs [`start_thread`] (outside the
+    /// heap borrow), so a thread whose first act is a free lists its
+    /// counters.
     ///
     /// # Safety
     /// `p` must be a live small block of this allocator.
     #[inline(always)]
-    pub(crate) unsafe fn free(&mut self, p: *mut u8) {
+    #[must_use]
+    pub(crate) unsafe fn free(&mut self, p: *mut u8) -> bool {
         // SAFETY: `p` is a live small block, so its arena and pool are live.
         let pool = unsafe { &*arena::pool_meta_of(p).cast::<Pool>() };
         if cfg!(debug_assertions) {
@@ -200,16 +211,35 @@ impl Heap {
             if emptied && !pool.hot.get() {
                 self.pool_emptied(pool);
             }
-        } else if pool.owner.load(Ordering::Relaxed) == ABANDONED {
-            // SAFETY: forwarded contract.
-            unsafe { self.free_abandoned(pool, p.cast()) };
+            false
         } else {
-            if self.id == 0 {
-                // A thread whose first act is a free: list its counters.
-                self.init();
-            }
             // SAFETY: forwarded contract.
-            unsafe { pool.push_thread_free(p.cast()) };
+            unsafe { self.free_not_owned(pool, p.cast()) };
+            self.id == 0
+        }
+    }
+
+    /// Frees a block of a pool this heap does not own: into an abandoned
+    /// pool, or onto the owner's `thread_free` list.
+    ///
+    /// # Safety
+    /// `block` must be a live block of `pool`.
+    #[inline(always)]
+    unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) {
+        match pool.owner.load(Ordering::Relaxed) {
+            // SAFETY: forwarded contract.
+            ABANDONED => unsafe { self.free_abandoned(pool, block) },
+            // Slot 0 (the arena header) and unused records have no owner:
+            // a wild pointer, whose free would write into the header.
+            0 => {
+                crate::report::abort_with_pointer(b"free of a pointer into no pool: ", block.cast())
+            }
+            TYPED_OWNER => crate::report::abort_with_pointer(
+                b"free of a TypedPool block through malloc/dealloc: ",
+                block.cast(),
+            ),
+            // SAFETY: forwarded contract.
+            _ => unsafe { pool.push_thread_free(block) },
         }
     }
 
@@ -223,11 +253,13 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_abandoned(&mut self, pool: &Pool, block: *mut Block) {
-        if self.id == 0 {
-            self.init();
-        }
-        if self.owned || !abandoned().claim(pool, self.id) {
-            // Another thread reclaimed it first: an ordinary remote free.
+        // A heap that has not started, or whose thread is exiting, owns no
+        // pool and takes none: a pool it adopted would outlive the thread
+        // with no destructor left to abandon it again.
+        let adopts = self.id != 0 && !self.exiting && !self.owned;
+        if !adopts || !abandoned().claim(pool, self.id) {
+            // Another thread reclaimed it first, or we may not: an ordinary
+            // remote free (a later sweep or reclaim takes it in).
             // SAFETY: forwarded contract.
             unsafe { pool.push_thread_free(block) };
             return;
@@ -245,7 +277,12 @@ impl Heap {
     #[inline(never)]
     fn alloc_slow(&mut self, class: usize) -> *mut u8 {
         if self.id == 0 {
-            self.init();
+            // Not started: the caller starts the heap outside this borrow
+            // (`start_thread`) and asks again.
+            return ptr::null_mut();
+        }
+        if self.exiting {
+            return self.alloc_after_exit(class);
         }
         crate::purge::maybe_purge();
         self.maybe_sweep_big_pools();
@@ -350,28 +387,18 @@ impl Heap {
         unsafe { release_pool(registry(), pool) };
     }
 
-    fn init(&mut self) {
-        self.id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
-        crate::config::init();
-        crate::fork::register_once();
-        // Counters are listed only if the exit destructor will unlist them
-        // (never under Miri and loom, which have no thread-exit key).
-        if self.register_exit() && !self.exiting && self.counters_slot == NO_SLOT {
-            self.counters_slot = live_counters().claim(thread_counters());
-        }
-    }
-
-    /// Initialises a thread heap that has not allocated yet (the large-block
-    /// paths count into the thread's counters without touching the heap).
-    pub(crate) fn ensure_init(&mut self) {
-        if self.id == 0 && !self.owned {
-            self.init();
-        }
-    }
-
-    fn register_exit(&mut self) -> bool {
-        static THREAD_EXIT: os::ThreadExitKey = os::ThreadExitKey::new();
-        THREAD_EXIT.set((self as *mut Heap).cast(), on_thread_exit)
+    /// An allocation by code that runs after the thread-exit destructor
+    /// (later `pthread` key destructors, glibc's own thread cleanup): the
+    /// block comes from a pool that goes straight back to the abandoned
+    /// lists, so the heap never again owns a pool that nothing would
+    /// abandon. Rare, so a lock round trip per call is fine.
+    #[cold]
+    fn alloc_after_exit(&mut self, class: usize) -> *mut u8 {
+        self.exiting = false;
+        let block = self.alloc_slow(class);
+        self.exiting = true;
+        self.give_back_pools();
+        block
     }
 
     /// The thread is exiting: unlists its counters and folds them into the
@@ -441,8 +468,16 @@ impl Heap {
     }
 
     /// Gives every pool back: empty ones to the registry, the rest to the
-    /// abandoned lists. The heap stays usable (it starts over empty).
+    /// abandoned lists, then sweeps those. The heap stays usable (it starts
+    /// over empty).
     pub(crate) fn abandon(&mut self) {
+        self.give_back_pools();
+        abandoned().sweep(registry());
+        crate::purge::maybe_purge();
+    }
+
+    /// The pools part of [`Heap::abandon`].
+    fn give_back_pools(&mut self) {
         let registry = registry();
         for class in 0..NUM_CLASSES {
             let mut pool = self.queues[class].head;
@@ -456,11 +491,13 @@ impl Heap {
             self.queues[class] = EMPTY_QUEUE;
         }
         self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
-        abandoned().sweep(registry);
-        crate::purge::maybe_purge();
-        // Allocations by later thread-exit code start a fresh heap, which
-        // registers for the next round of key destructors.
-        self.id = 0;
+    }
+
+    /// The thread is exiting: gives every pool back ([`Heap::abandon`]);
+    /// later allocations and frees of the thread own no pool.
+    pub(crate) fn exit(&mut self) {
+        self.exiting = true;
+        self.abandon();
     }
 
     /// Runs [`Heap::sweep_big_pools`] at most once per purge delay (the
@@ -471,7 +508,7 @@ impl Heap {
             return;
         }
         let delay = registry().purge_delay_ms.load(Ordering::Relaxed);
-        self.next_sweep_ms = now + delay.max(1);
+        self.next_sweep_ms = now.saturating_add(delay.max(1));
         self.sweep_big_pools();
     }
 
@@ -530,6 +567,9 @@ unsafe fn release_pool(registry: &Registry, pool: &Pool) {
 /// pool's local lists (a bounded look, so debug builds stay usable).
 fn check_free(pool: &Pool, p: *mut u8, heap_id: usize) {
     const LOOK: usize = 64;
+    if pool.owner.load(Ordering::Relaxed) == 0 {
+        crate::report::abort_with_pointer(b"free of a pointer into no pool: ", p);
+    }
     if !pool.is_block_start(p) {
         crate::report::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
     }
@@ -758,6 +798,114 @@ loom::thread_local! {
     static HEAP: ThreadHeap = ThreadHeap::new();
 }
 
+/// Allocates a block of `class` from the calling thread's heap (null when
+/// out of memory), and says whether the thread counts its allocations.
+#[inline(always)]
+pub(crate) fn alloc(class: usize) -> (*mut u8, bool) {
+    let (p, counting) = with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()));
+    if p.is_null() {
+        return alloc_unstarted(class);
+    }
+    (p, counting)
+}
+
+/// [`alloc`] after a null: starts the heap if it had not started, and
+/// tries again (else the null means out of memory).
+#[cold]
+#[inline(never)]
+fn alloc_unstarted(class: usize) -> (*mut u8, bool) {
+    if !start_thread() {
+        return (ptr::null_mut(), false);
+    }
+    with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()))
+}
+
+/// Frees small block `p` through the calling thread's heap.
+///
+/// # Safety
+/// `p` must be a live small block of this allocator.
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    if with_heap(|heap| unsafe { heap.free(p) }) {
+        start_thread();
+    }
+}
+
+/// Starts the calling thread's heap if it has not started: gives it an id,
+/// then registers the thread-exit destructor and lists the thread's
+/// counters. Returns whether it started the heap now.
+///
+/// Runs with no `&mut Heap` alive: `pthread_setspecific` may `calloc`,
+/// and that allocation re-enters the allocator, which finds the heap
+/// already started.
+#[cold]
+#[inline(never)]
+pub(crate) fn start_thread() -> bool {
+    let starting = with_heap(|heap| {
+        if heap.id != 0 {
+            return false;
+        }
+        heap.id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+        true
+    });
+    if !starting {
+        return false;
+    }
+    crate::init::ensure();
+    // Counters are listed only if the exit destructor will unlist them
+    // (never under Miri and loom, which have no thread-exit key).
+    if register_exit() {
+        let slot = live_counters().claim(thread_counters());
+        with_heap(|heap| heap.counters_slot = slot);
+    }
+    true
+}
+
+/// The key whose destructor abandons a thread's heap.
+static THREAD_EXIT: os::ThreadExitKey = os::ThreadExitKey::new();
+
+/// Creates the thread-exit key (at process start, so that it is one of the
+/// first keys: `pthread_setspecific` allocates for keys past the first 32).
+pub(crate) fn create_exit_key() {
+    THREAD_EXIT.create(on_thread_exit);
+}
+
+/// Arranges for [`on_thread_exit`] to run when the calling thread exits;
+/// returns false if it cannot.
+fn register_exit() -> bool {
+    let heap = HEAP.with(|t| t.heap.get());
+    #[cfg(test)]
+    if tests::NO_EXIT_KEY.load(Ordering::Relaxed) {
+        return register_exit_fallback();
+    }
+    THREAD_EXIT.set(heap.cast(), on_thread_exit) || register_exit_fallback()
+}
+
+/// When the OS has no `pthread` key left (or no memory for its value), a
+/// `thread_local!` destructor runs [`on_thread_exit`] instead (it registers
+/// through `__cxa_thread_atexit_impl`, which may `calloc`: fine here, no
+/// heap is borrowed).
+#[cfg(not(any(miri, loom)))]
+fn register_exit_fallback() -> bool {
+    struct ExitGuard;
+    impl Drop for ExitGuard {
+        fn drop(&mut self) {
+            // SAFETY: the thread is exiting; the destructor ignores its argument.
+            unsafe { on_thread_exit(ptr::null_mut()) }
+        }
+    }
+    std::thread_local! {
+        static EXIT_GUARD: ExitGuard = const { ExitGuard };
+    }
+    EXIT_GUARD.try_with(|_| ()).is_ok()
+}
+
+#[cfg(any(miri, loom))]
+fn register_exit_fallback() -> bool {
+    false
+}
+
 /// Runs `f` on the calling thread's heap.
 #[inline(always)]
 pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
@@ -824,11 +972,18 @@ pub(crate) fn count_free(ptr: *mut u8, bytes: impl FnOnce() -> usize) {
 /// Counts the large block at `ptr`, of `bytes` usable bytes, allocated by
 /// the calling thread, if it is counting.
 pub(crate) fn count_large_alloc(ptr: *mut u8, bytes: usize) {
-    if with_counted_heap(|heap, counters| {
-        heap.ensure_init();
-        counters.enabled()
-    }) {
+    start_thread_if_new();
+    if with_thread_counters(|c| c.enabled()) {
         count_alloc(ptr, bytes);
+    }
+}
+
+/// Starts the heap of a thread whose first act is a large allocation or
+/// free (those paths count into the thread's counters without the heap).
+#[inline(always)]
+fn start_thread_if_new() {
+    if with_heap(|heap| heap.id == 0) {
+        start_thread();
     }
 }
 
@@ -836,15 +991,14 @@ pub(crate) fn count_large_alloc(ptr: *mut u8, bytes: usize) {
 /// calling thread, if it is counting (call it before the block is
 /// unmapped: only its address is used).
 pub(crate) fn count_large_free(ptr: *mut u8, bytes: usize) {
-    with_heap(|heap| heap.ensure_init());
+    start_thread_if_new();
     count_free(ptr, || bytes);
 }
 
 /// The `pthread` key destructor: the thread is exiting.
 unsafe extern "C" fn on_thread_exit(_heap: *mut core::ffi::c_void) {
     with_counted_heap(|heap, counters| {
-        heap.exiting = true;
-        heap.abandon();
+        heap.exit();
         heap.retire_counters(counters);
     });
 }
@@ -1138,4 +1292,36 @@ fn live_counters() -> &'static LiveCounters {
 /// exit).
 pub(crate) fn counter_totals() -> Counts {
     live_counters().totals()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes [`register_exit`] behave as if the OS had no `pthread` key left.
+    pub(super) static NO_EXIT_KEY: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
+
+    /// Without a `pthread` key, the `thread_local!` fallback still abandons
+    /// an exiting thread's heap: its pool with a live block is listed as
+    /// abandoned, not left owned by a dead thread.
+    #[test]
+    #[cfg(not(any(miri, loom)))]
+    fn heaps_are_abandoned_when_no_exit_key_is_left() {
+        struct Block(*mut u8);
+        // SAFETY: the block is only handed from the exiting thread to us.
+        unsafe impl Send for Block {}
+        let class = crate::size_class::class_for(48, 8).unwrap();
+        NO_EXIT_KEY.store(true, Ordering::Relaxed);
+        let block = std::thread::spawn(move || Block(alloc(class).0))
+            .join()
+            .unwrap();
+        NO_EXIT_KEY.store(false, Ordering::Relaxed);
+        assert!(!block.0.is_null());
+        // SAFETY: a live small block: its pool record is initialised.
+        let pool = unsafe { &*arena::pool_meta_of(block.0).cast::<Pool>() };
+        assert_eq!(pool.owner.load(Ordering::Relaxed), ABANDONED);
+        // SAFETY: live, freed once.
+        unsafe { free(block.0) };
+    }
 }

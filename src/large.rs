@@ -308,7 +308,7 @@ impl LargeCache {
                 .load(Ordering::Relaxed);
             let _ = self.deadline.compare_exchange(
                 0,
-                now + delay,
+                now.saturating_add(delay),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
@@ -333,13 +333,13 @@ impl LargeCache {
         self.with_entries(|entries| {
             let mut next = u64::MAX;
             for e in entries.iter_mut().filter(|e| !e.base.is_null()) {
-                if force || now >= e.freed_ms + delay {
+                if force || now >= e.freed_ms.saturating_add(delay) {
                     // SAFETY: a cached mapping is ours and holds no live data.
                     unsafe { os::release(e.base, e.size, e.align) };
                     self.bytes.fetch_sub(e.size, Ordering::Relaxed);
                     *e = NO_MAPPING;
                 } else {
-                    next = next.min(e.freed_ms + delay);
+                    next = next.min(e.freed_ms.saturating_add(delay));
                 }
             }
             self.deadline

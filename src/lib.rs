@@ -52,7 +52,7 @@
 //! ## Configuration
 //!
 //! `STRATA_PURGE_DELAY=<ms>` and `STRATA_SHOW_STATS=1` (print the report at
-//! exit), read once at the first allocation.
+//! exit), read once at process start.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
@@ -61,6 +61,7 @@ mod arena;
 mod config;
 mod fork;
 mod heap;
+mod init;
 mod large;
 mod os;
 mod owned;
@@ -110,13 +111,14 @@ unsafe impl GlobalAlloc for Strata {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The layout tells small from large without reading metadata; the
-        // class itself is only needed when frees are counted.
-        let small = || class_for(layout.size(), layout.align());
-        if small().is_some() {
-            heap::count_free(ptr, || small().map_or(0, |c| CLASS_SIZES[c] as usize));
+        // The layout tells small from large without reading metadata.
+        if class_for(layout.size(), layout.align()).is_some() {
+            // Counted by the block's own size, not the layout's: a block
+            // shrunk in place by `realloc` is bigger than its layout says.
             // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
-            heap::with_heap(|heap| unsafe { heap.free(ptr) });
+            heap::count_free(ptr, || unsafe { small_block_size(ptr) });
+            // SAFETY: as above.
+            unsafe { heap::free(ptr) };
         } else {
             // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
             unsafe { free_large(ptr) }
@@ -172,7 +174,7 @@ unsafe impl GlobalAlloc for Strata {
 /// Allocates a block of `class` from the thread heap, counting it.
 #[inline(always)]
 fn alloc_small(class: usize) -> *mut u8 {
-    let (p, counting) = heap::with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()));
+    let (p, counting) = heap::alloc(class);
     if counting && !p.is_null() {
         heap::count_alloc(p, CLASS_SIZES[class] as usize);
     }
@@ -230,9 +232,18 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
         if large::is_large(ptr) {
             large::usable_size(ptr)
         } else {
-            (*arena::pool_meta_of(ptr).cast::<pool::Pool>()).block_size as usize
+            small_block_size(ptr)
         }
     }
+}
+
+/// The size of small block `ptr`, read from its pool.
+///
+/// # Safety
+/// `ptr` must be a live small block.
+unsafe fn small_block_size(ptr: *const u8) -> usize {
+    // SAFETY: a live small block's pool record is initialised (caller).
+    unsafe { (*arena::pool_meta_of(ptr).cast::<pool::Pool>()).block_size as usize }
 }
 
 /// Allocation for C-style interfaces (`malloc`, `free`, `realloc`), where
@@ -272,8 +283,8 @@ pub mod raw {
             if large::is_large(ptr) {
                 free_large(ptr);
             } else {
-                heap::count_free(ptr, || usable_size(ptr));
-                heap::with_heap(|heap| heap.free(ptr));
+                heap::count_free(ptr, || small_block_size(ptr));
+                heap::free(ptr);
             }
         }
     }

@@ -168,7 +168,7 @@ impl PoolRef {
 /// Allocates a block of `class` from the calling thread's heap (the path
 /// `Strata::alloc` takes).
 pub fn alloc(class: usize) -> *mut u8 {
-    heap::with_heap(|h| h.alloc(class))
+    heap::alloc(class).0
 }
 
 /// Frees `p` through the calling thread's heap (the path `Strata::dealloc`
@@ -178,14 +178,19 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// `p` must be a live small block of the allocator.
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded contract.
-    heap::with_heap(|h| unsafe { h.free(p) })
+    unsafe { heap::free(p) }
 }
 
-/// What the thread-exit key destructor does (`Heap::abandon`): under loom
+/// What the thread-exit key destructor does (`Heap::exit`): under loom
 /// the `pthread` key is not registered, so a model calls this at the end
 /// of a thread.
 pub fn thread_exit() {
-    heap::with_heap(Heap::abandon)
+    heap::with_heap(Heap::exit)
+}
+
+/// Pools the calling thread's heap owns.
+pub fn heap_pools() -> usize {
+    heap::with_heap(|h| h.usage().0)
 }
 
 /// Returns the calling thread's empty pools to the registry.

@@ -82,9 +82,12 @@ pub(crate) fn now_ms() -> u64 {
     backend::now_ms()
 }
 
-/// Reads environment variable `name` without allocating. Returns the value's bytes, which live for the whole program
-/// as long as nobody calls `setenv`; we read each variable once at start.
-pub(crate) fn env_var(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+/// Reads environment variable `name` without allocating, like glibc's
+/// `secure_getenv`: `None` in a setuid or setgid program (`AT_SECURE`),
+/// whose environment its caller controls. The value's bytes live for the
+/// whole program as long as nobody calls `setenv`; we read each variable
+/// once, at process start.
+pub(crate) fn secure_env_var(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     #[cfg(any(miri, loom))]
     {
         let _ = name;
@@ -92,6 +95,10 @@ pub(crate) fn env_var(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     }
     #[cfg(not(any(miri, loom)))]
     {
+        // SAFETY: getauxval has no preconditions and does not allocate.
+        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+            return None;
+        }
         // SAFETY: `name` is NUL-terminated; getenv returns null or a
         // pointer to a NUL-terminated string owned by the environment.
         let value = unsafe { libc::getenv(name.as_ptr()) };
@@ -158,45 +165,61 @@ impl ThreadExitKey {
         }
     }
 
-    /// Sets this thread's value, creating the key on first use. Returns
-    /// false if the OS has no keys left (the heap then simply is not
-    /// abandoned at exit; its pools stay owned and leak).
-    pub(crate) fn set(
-        &self,
-        value: *mut u8,
-        on_exit: unsafe extern "C" fn(*mut core::ffi::c_void),
-    ) -> bool {
+    /// Creates the key with destructor `on_exit`, unless it exists.
+    /// Returns false if the OS has no keys left.
+    pub(crate) fn create(&self, on_exit: unsafe extern "C" fn(*mut core::ffi::c_void)) -> bool {
         #[cfg(any(miri, loom))]
         {
-            let _ = (value, on_exit);
+            let _ = on_exit;
             false
         }
         #[cfg(not(any(miri, loom)))]
         {
             use crate::sync::Ordering;
-            let mut key = self.key.load(Ordering::Acquire);
-            if key == 0 {
-                let mut new_key: libc::pthread_key_t = 0;
-                // SAFETY: `new_key` is a valid out-pointer; the destructor
-                // is an `extern "C"` fn taking the stored value.
-                if unsafe { libc::pthread_key_create(&mut new_key, Some(on_exit)) } != 0 {
-                    return false;
-                }
-                match self.key.compare_exchange(
-                    0,
-                    new_key as usize + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => key = new_key as usize + 1,
-                    Err(existing) => {
-                        // SAFETY: the key we created is unused.
-                        unsafe { libc::pthread_key_delete(new_key) };
-                        key = existing;
-                    }
-                }
+            if self.key.load(Ordering::Acquire) != 0 {
+                return true;
             }
-            // SAFETY: `key - 1` is a key created above.
+            let mut new_key: libc::pthread_key_t = 0;
+            // SAFETY: `new_key` is a valid out-pointer; the destructor is an
+            // `extern "C"` fn taking the stored value.
+            if unsafe { libc::pthread_key_create(&mut new_key, Some(on_exit)) } != 0 {
+                return false;
+            }
+            let won = self.key.compare_exchange(
+                0,
+                new_key as usize + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if won.is_err() {
+                // SAFETY: the key we created is unused.
+                unsafe { libc::pthread_key_delete(new_key) };
+            }
+            true
+        }
+    }
+
+    /// Sets this thread's value (the key's destructor then runs at the
+    /// thread's exit). Returns false if the key could not be created or the
+    /// value not stored; `pthread_setspecific` may call `calloc`, so the
+    /// caller must hold no allocator state.
+    pub(crate) fn set(
+        &self,
+        value: *mut u8,
+        on_exit: unsafe extern "C" fn(*mut core::ffi::c_void),
+    ) -> bool {
+        if !self.create(on_exit) {
+            return false;
+        }
+        #[cfg(any(miri, loom))]
+        {
+            let _ = value;
+            false
+        }
+        #[cfg(not(any(miri, loom)))]
+        {
+            let key = self.key.load(crate::sync::Ordering::Acquire);
+            // SAFETY: `key - 1` is a key created by `create`.
             unsafe {
                 libc::pthread_setspecific((key - 1) as libc::pthread_key_t, value.cast()) == 0
             }

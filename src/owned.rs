@@ -162,8 +162,9 @@ unsafe impl Allocator for Heap {
         }
         if class_for(layout.size(), layout.align()).is_some() {
             // SAFETY: a live small block (Allocator contract); the `&mut`
-            // is unique as in `allocate`.
-            unsafe { (*self.inner.get()).free(ptr.as_ptr()) };
+            // is unique as in `allocate`. An owned heap is started at
+            // creation: there is nothing to start.
+            let _ = unsafe { (*self.inner.get()).free(ptr.as_ptr()) };
         } else {
             // SAFETY: as above.
             let recorded = unsafe { (*self.large.get()).remove(&ptr.as_ptr()) };

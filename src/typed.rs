@@ -195,6 +195,9 @@ impl<T> TypedPool<T> {
     /// # Panics
     /// As [`TypedPool::new`].
     pub fn with_cache_limit(limit: usize) -> Self {
+        // A program may use typed pools under another global allocator:
+        // they take the registry lock, so they need the `fork` handlers.
+        crate::init::ensure();
         assert!(
             Self::ZERO_SIZED || (Self::BLOCK_SIZE <= POOL_SIZE && align_of::<T>() <= MAX_SMALL_ALIGN),
             "TypedPool<{}>: blocks larger than 64 KiB or aligned to more than 64 KiB are not supported; use Box",

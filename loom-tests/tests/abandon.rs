@@ -129,3 +129,40 @@ fn reclaim_and_remote_free_race_with_abandon() {
         assert_all_memory_returned();
     });
 }
+
+/// Property: code that runs after a thread's exit destructor (later key
+/// destructors, glibc's own thread cleanup) frees a block of the thread's
+/// abandoned pool and allocates again, while another thread allocates and
+/// frees blocks of the same class. The exited heap adopts no pool (nothing
+/// would abandon it again: that was a leak per thread), no live block is
+/// handed out twice, and all memory returns.
+#[test]
+fn frees_and_allocations_after_thread_exit() {
+    model(|| {
+        let class = api::class_of(48);
+        let exiting = thread::spawn(move || {
+            let a = api::alloc(class);
+            let b = api::alloc(class);
+            api::thread_exit();
+            // SAFETY: `a` is live and freed once, here.
+            unsafe { api::free(a) };
+            let x = api::alloc(class);
+            assert!(!x.is_null());
+            assert_ne!(x, b, "a live block is never handed out again");
+            assert_eq!(api::heap_pools(), 0, "an exited heap owns no pool");
+            // SAFETY: `x` and `b` are live and each freed once, here.
+            unsafe {
+                api::free(x);
+                api::free(b);
+            }
+            assert_eq!(api::heap_pools(), 0, "an exited heap owns no pool");
+        });
+        let y = api::alloc(class);
+        assert!(!y.is_null());
+        // SAFETY: `y` is live and freed once, here.
+        unsafe { api::free(y) };
+        exiting.join().unwrap();
+        api::thread_exit();
+        assert_all_memory_returned();
+    });
+}

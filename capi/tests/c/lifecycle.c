@@ -1,0 +1,102 @@
+/* Process and thread life cycle under LD_PRELOAD=libstrata.so: what runs
+ * before the first malloc, what runs after a thread's heap is gone, and
+ * frees the allocator must refuse. Run by capi/tests/lifecycle.rs, one
+ * mode per child process:
+ *
+ *   atfork N     registers N pthread_atfork handlers, then mallocs
+ *   atexit N     registers N atexit handlers, then mallocs
+ *   threads N    runs N threads that each fail a dlopen (glibc frees the
+ *                thread's dlerror buffer after every key destructor ran),
+ *                printing "rss KIB" after N/5 threads and after all N
+ *   churn        allocates and frees blocks of many sizes
+ *   wild-free    frees a pointer into an arena header (must abort)
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void handler(void) {}
+
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (f == NULL || fscanf(f, "%ld %ld", &size, &resident) != 2) {
+        fprintf(stderr, "cannot read /proc/self/statm\n");
+        exit(2);
+    }
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void *failing_dlopen(void *arg) {
+    (void)arg;
+    void *h = dlopen("/nonexistent/strata-no-such-library.so", RTLD_NOW);
+    if (h != NULL) dlclose(h);
+    return NULL;
+}
+
+static void run_threads(int n) {
+    for (int i = 0; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, failing_dlopen, NULL) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            exit(2);
+        }
+        pthread_join(t, NULL);
+        if (i + 1 == n / 5 || i + 1 == n) printf("rss %ld\n", rss_kib());
+    }
+}
+
+static void churn(void) {
+    void *live[512] = {0};
+    for (unsigned i = 0; i < 200000; i++) {
+        unsigned slot = (i * 2654435761u) % 512;
+        free(live[slot]);
+        size_t size = 1 + (i * 40503u) % (i % 64 == 0 ? 300000 : 3000);
+        live[slot] = malloc(size);
+        if (live[slot] == NULL) {
+            fprintf(stderr, "malloc(%zu) failed\n", size);
+            exit(2);
+        }
+        memset(live[slot], (int)i, size < 64 ? size : 64);
+    }
+    for (int i = 0; i < 512; i++) free(live[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: lifecycle MODE [N]\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    int n = argc > 2 ? atoi(argv[2]) : 0;
+    if (strcmp(mode, "atfork") == 0) {
+        for (int i = 0; i < n; i++) pthread_atfork(handler, handler, handler);
+    } else if (strcmp(mode, "atexit") == 0) {
+        for (int i = 0; i < n; i++) atexit(handler);
+    } else if (strcmp(mode, "threads") == 0) {
+        run_threads(n);
+    } else if (strcmp(mode, "churn") == 0) {
+        churn();
+    } else if (strcmp(mode, "wild-free") == 0) {
+        char *p = malloc(16);
+        /* Arenas are 4 MiB-aligned; their first 64 KiB hold the header. */
+        char *header = (char *)((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1));
+        free(header + 256);
+        printf("wild free returned\n");
+        return 0;
+    } else {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        return 2;
+    }
+    char *p = malloc(100);
+    if (p == NULL) return 1;
+    strcpy(p, "ok");
+    printf("%s\n", p);
+    free(p);
+    return 0;
+}

@@ -1,0 +1,36 @@
+//! Process start: what the allocator sets up once per process — the
+//! `STRATA_*` configuration, the `fork` handlers and the thread-exit key —
+//! run from an ELF constructor, before `main` and outside any allocation.
+//!
+//! None of it may run inside `malloc`: `pthread_atfork` and `atexit` take
+//! glibc locks that glibc also holds while it calls `malloc` to grow their
+//! tables, so the first allocation of a program that registers many
+//! handlers would wait for itself forever. [`ensure`] runs the same steps
+//! on first use for the rare program that bypasses constructors (a static
+//! binary loaded by hand); it is called only where no allocator state is
+//! borrowed, so whatever it allocates re-enters the allocator safely.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static DONE: AtomicBool = AtomicBool::new(false);
+
+/// Runs the process-start steps if no one has yet.
+pub(crate) fn ensure() {
+    // Set before the steps run: an allocation they make must not start them again.
+    if !DONE.swap(true, Ordering::Relaxed) {
+        crate::config::init();
+        crate::fork::register();
+        crate::heap::create_exit_key();
+    }
+}
+
+/// Runs [`ensure`] when the program (or `libstrata.so`) is loaded.
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = {
+    extern "C" fn at_load() {
+        ensure();
+    }
+    at_load
+};
