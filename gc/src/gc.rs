@@ -761,30 +761,63 @@ impl<T: Trace + 'static> Gc<T> {
         Gc::try_unwrap(this).ok()
     }
 
-    /// Converts to a `Gc` of an unsized type, e.g. a trait object:
-    /// `f` must return its argument coerced (`|x| x as &dyn Shape`).
+    /// Converts to a `Gc` of an unsized type: a trait object or a slice.
+    ///
+    /// `CoerceUnsized` is unstable, so the caller writes the coercion: `f`
+    /// gets the value and must return that same value coerced, as in
+    /// `|x| x as &dyn Trait` or `|a| a as &[E]`. The result shares the
+    /// allocation and the counts of `this`.
+    ///
+    /// Accepted results are the value itself, either unchanged (`U = T`),
+    /// an array `[E; N]` as the slice `[E]` of all `N` elements, or the
+    /// value as a trait object whose `Trace` comes from
+    /// [`impl_dyn_trace!`](crate::impl_dyn_trace) (or is `dyn DynTrace`).
+    /// The check is what makes the result sound: the box is dropped,
+    /// freed and lent out mutably through `U`, so `U` must describe
+    /// exactly the `T` it holds.
     ///
     /// # Panics
     ///
-    /// Panics if `f` returns a reference to anything other than its whole
-    /// argument, or if the target type claims it cannot contain a `Gc` while
-    /// the value is tracked.
+    /// Panics if `f` returns anything else: another object, or a part of
+    /// the value (a field, even one at the same address with the same size
+    /// such as the field of a `#[repr(transparent)]` wrapper; a sub-slice;
+    /// a `str` view), whether or not it is seen as a trait object; dropping
+    /// that `Gc<U>` would run the part's drop glue instead of `T`'s.
+    /// Unsizing through a struct's last field (`Wrapper<[E; N]>` to
+    /// `Wrapper<[E]>`) is not supported either. Also panics if the value is
+    /// tracked and `U` claims it cannot contain a `Gc`.
     ///
     /// ```
     /// use strata_gc::{Gc, DynTrace};
-    /// use std::fmt::Display;
     /// let g: Gc<dyn DynTrace> = Gc::unsize(Gc::new(7_u32), |x| x as &dyn DynTrace);
     /// assert_eq!(Gc::strong_count(&g), 1);
+    /// let s: Gc<[u8]> = Gc::unsize(Gc::new([1_u8, 2, 3]), |a| a as &[u8]);
+    /// assert_eq!(s.len(), 3);
+    /// ```
+    ///
+    /// ```should_panic
+    /// use strata_gc::{Finalize, Gc, Trace};
+    /// #[derive(Trace, Finalize)]
+    /// struct Meters(u32);
+    /// // A field is not the value, even at the same address and size.
+    /// let _: Gc<u32> = Gc::unsize(Gc::new(Meters(3)), |m| &m.0);
     /// ```
     pub fn unsize<U: ?Sized + Trace + 'static>(this: Self, f: impl FnOnce(&T) -> &U) -> Gc<U> {
         let value: &T = &this;
         let u: &U = f(value);
-        let same = ptr::eq(u as *const U as *const u8, value as *const T as *const u8)
-            && mem::size_of_val(u) == mem::size_of::<T>()
-            && mem::align_of_val(u) == mem::align_of::<T>();
+        // Same address, and the same type (trait objects report the value
+        // behind them; arrays and slices their element type and length):
+        // then `u` is `value` unsized, and `U`'s drop glue, size and
+        // alignment are `T`'s. Address and size alone would let a field
+        // through.
         assert!(
-            same,
-            "strata_gc: Gc::unsize: the closure must return its argument coerced, e.g. `|x| x as &dyn Trait`"
+            ptr::addr_eq(u, value) && u.__unsize_key() == value.__unsize_key(),
+            "strata_gc: Gc::unsize: the closure must return its whole argument coerced, \
+             e.g. `|x| x as &dyn Trait` or `|a| a as &[T]`, not a part of it or another value"
+        );
+        debug_assert!(
+            mem::size_of_val(u) == mem::size_of::<T>()
+                && mem::align_of_val(u) == mem::align_of::<T>()
         );
         assert!(
             U::MAY_CONTAIN_GC || !T::MAY_CONTAIN_GC,
@@ -798,7 +831,7 @@ impl<T: Trace + 'static> Gc<T> {
         // first word; overwriting it with our box's address keeps U's metadata
         // (which describes the value, as checked above) and gives the pointer
         // the provenance of the whole allocation. GcBox<U> and GcBox<T> have
-        // the same layout because size and align of the values agree.
+        // the same layout because `U` is `T` unsized.
         unsafe {
             ptr::write(ptr::addr_of_mut!(out).cast::<*mut u8>(), data);
             Gc::from_inner(NonNull::new_unchecked(out))

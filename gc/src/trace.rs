@@ -2,6 +2,7 @@
 //! the collector hands to `trace`, [`DynTrace`] for trait objects, and the
 //! implementations for std types.
 
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::marker::PhantomData;
@@ -59,6 +60,9 @@ pub trait Finalize {
 /// cycles, since an untracked object counts as a reference from outside,
 /// and may let dropping a long chain of such values recurse as deep as the
 /// chain, as `Rc` does.)
+///
+/// The `#[doc(hidden)]` items belong to the crate: implementations must not
+/// override them ([`Gc::unsize`] relies on them to tell types apart).
 pub unsafe trait Trace: Finalize {
     /// Whether a value of this type can own a `Gc` (and thus be part of a
     /// cycle). Defaults to `true`.
@@ -74,6 +78,19 @@ pub unsafe trait Trace: Finalize {
 
     /// Call `visitor.visit(gc)` for every `Gc` owned by `self`.
     fn trace(&self, visitor: &mut Visitor);
+
+    /// What [`Gc::unsize`] compares: the value's type, except that an array
+    /// and a slice give the slice type and their length (so `[E; N]` and
+    /// the `[E]` it unsizes to agree), and a trait object gives that of
+    /// the value behind it.
+    #[doc(hidden)]
+    #[inline]
+    fn __unsize_key(&self) -> (TypeId, usize)
+    where
+        Self: 'static,
+    {
+        (TypeId::of::<Self>(), 0)
+    }
 }
 
 /// What the collector does with each visited edge.
@@ -182,6 +199,12 @@ pub trait DynTrace: private::Sealed {
     fn dyn_trace(&self, visitor: &mut Visitor);
     /// Forwards to [`Finalize::finalize`].
     fn dyn_finalize(&self);
+    /// Forwards to the concrete type's `Trace::__unsize_key` (sealed, so
+    /// a trait object always reports the type of the value behind it).
+    #[doc(hidden)]
+    fn __dyn_unsize_key(&self) -> (TypeId, usize)
+    where
+        Self: 'static;
 }
 
 impl<T: Trace> DynTrace for T {
@@ -190,6 +213,12 @@ impl<T: Trace> DynTrace for T {
     }
     fn dyn_finalize(&self) {
         self.finalize()
+    }
+    fn __dyn_unsize_key(&self) -> (TypeId, usize)
+    where
+        Self: 'static,
+    {
+        self.__unsize_key()
     }
 }
 
@@ -221,6 +250,9 @@ macro_rules! impl_dyn_trace {
             fn trace(&self, visitor: &mut $crate::Visitor) {
                 $crate::DynTrace::dyn_trace(self, visitor)
             }
+            fn __unsize_key(&self) -> (::core::any::TypeId, usize) {
+                $crate::DynTrace::__dyn_unsize_key(self)
+            }
         }
     };
 }
@@ -235,6 +267,9 @@ impl Finalize for dyn DynTrace {
 unsafe impl Trace for dyn DynTrace {
     fn trace(&self, visitor: &mut Visitor) {
         self.dyn_trace(visitor)
+    }
+    fn __unsize_key(&self) -> (TypeId, usize) {
+        self.__dyn_unsize_key()
     }
 }
 
@@ -473,6 +508,12 @@ unsafe impl<T: Trace> Trace for [T] {
             }
         }
     }
+    fn __unsize_key(&self) -> (TypeId, usize)
+    where
+        Self: 'static,
+    {
+        (TypeId::of::<[T]>(), self.len())
+    }
 }
 
 impl<T, const N: usize> Finalize for [T; N] {
@@ -485,6 +526,12 @@ unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         self[..].trace(visitor)
+    }
+    fn __unsize_key(&self) -> (TypeId, usize)
+    where
+        Self: 'static,
+    {
+        (TypeId::of::<[T]>(), N)
     }
 }
 
