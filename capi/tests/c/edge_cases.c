@@ -1,8 +1,7 @@
 /* Edge cases of the C allocation interface, run with
  * LD_PRELOAD=libstrata.so (ci/capi.sh). Exits 0 when every check passes;
- * prints each failure. Also runs without the preload (glibc) as a
- * cross-check of the expectations, except where strata is stricter
- * (aligned_alloc/memalign with a non-power-of-two alignment). */
+ * prints each failure. Also built with -DGLIBC_REFERENCE and run without
+ * the preload, as a cross-check that glibc (2.36) meets the expectations. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,6 +29,14 @@ static void cfree(void *p) {
 
 static int failures;
 
+/* glibc 2.38 made aligned_alloc refuse an alignment that is not a power of
+ * two; 2.36, like strata, rounds it up as memalign does. */
+#if defined(GLIBC_REFERENCE) && __GLIBC_PREREQ(2, 38)
+#define ALIGNED_ALLOC_ROUNDS_UP 0
+#else
+#define ALIGNED_ALLOC_ROUNDS_UP 1
+#endif
+
 #define CHECK(cond)                                                          \
     do {                                                                     \
         if (!(cond)) {                                                       \
@@ -39,6 +46,14 @@ static int failures;
     } while (0)
 
 static int is_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+/* The alignment glibc's memalign serves for `a`: 16 at least, else `a`
+ * rounded up to a power of two. */
+static size_t memalign_alignment(size_t a) {
+    size_t p = 16;
+    while (p < a) p <<= 1;
+    return p;
+}
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 31 + seed);
@@ -157,28 +172,56 @@ static void test_aligned(void) {
     void *p;
     /* posix_memalign: EINVAL for non-powers of two and for powers of two
      * that are not multiples of sizeof(void *). */
+    /* The error is returned, errno left alone (glibc). */
     size_t bad[] = {0, 1, 2, 4, 3, 12, 24, 48, 4097, sizeof(void *) * 3};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         p = (void *)0x1;
+        errno = EDOM;
         CHECK(posix_memalign(&p, bad[i], 16) == EINVAL);
         CHECK(p == (void *)0x1);
+        CHECK(errno == EDOM);
     }
+    /* Out of memory: returned, and errno is ENOMEM too (glibc). */
     p = (void *)0x1;
+    errno = 0;
     CHECK(posix_memalign(&p, 64, SIZE_MAX - 100) == ENOMEM);
     CHECK(p == (void *)0x1);
+    CHECK(errno == ENOMEM);
     CHECK(posix_memalign(&p, 64, 0) == 0 && p != NULL);
     free(p);
 
-    /* aligned_alloc / memalign: bad alignment -> NULL/EINVAL. */
-#ifndef GLIBC_REFERENCE
-    size_t bad2[] = {0, 3, 12, 24, 4097};
-    for (size_t i = 0; i < sizeof bad2 / sizeof *bad2; i++) {
+    /* memalign / aligned_alloc take any alignment: below 16 it is a plain
+     * malloc, else rounded up to the next power of two. */
+    size_t odd[] = {0, 1, 2, 3, 12, 24, 48, 100, 4097, (1u << 20) + 1};
+    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+        size_t want = memalign_alignment(odd[i]);
         errno = 0;
-        CHECK(aligned_alloc(bad2[i], 64) == NULL && errno == EINVAL);
-        errno = 0;
-        CHECK(memalign(bad2[i], 64) == NULL && errno == EINVAL);
+        void *m = memalign(odd[i], 64);
+        CHECK(m != NULL && is_aligned(m, want) && malloc_usable_size(m) >= 64);
+        CHECK(errno == 0);
+        free(m);
+        if (ALIGNED_ALLOC_ROUNDS_UP) {
+            void *a = aligned_alloc(odd[i], 64);
+            CHECK(a != NULL && is_aligned(a, want) && malloc_usable_size(a) >= 64);
+            CHECK(errno == 0);
+            free(a);
+        }
     }
-#endif
+    /* No power of two is above SIZE_MAX / 2 + 1: EINVAL. The largest
+     * powers of two (and what rounds up to them) are ENOMEM. */
+    size_t too_big[] = {SIZE_MAX, SIZE_MAX / 2 + 2};
+    for (size_t i = 0; i < sizeof too_big / sizeof *too_big; i++) {
+        errno = 0;
+        CHECK(memalign(too_big[i], 10) == NULL && errno == EINVAL);
+        errno = 0;
+        CHECK(aligned_alloc(too_big[i], 10) == NULL && errno == EINVAL);
+    }
+    errno = 0;
+    CHECK(memalign(SIZE_MAX / 2 + 1, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(memalign(SIZE_MAX / 4 + 2, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(aligned_alloc(SIZE_MAX / 2 + 1, 10) == NULL && errno == ENOMEM);
     errno = 0;
     CHECK(aligned_alloc(64, SIZE_MAX - 100) == NULL && errno == ENOMEM);
 
