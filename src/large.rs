@@ -3,7 +3,7 @@
 //!
 //! Each block has a one-page header. For alignments below `ARENA_SIZE` the
 //! mapping starts `ARENA_SIZE`-aligned with the header there and the data
-//! at `max(PAGE_SIZE, align)`, so masking a data pointer finds the header
+//! at `max(page, align)`, so masking a data pointer finds the header
 //! exactly as it finds an arena's (this is what lets `usable_size` take a
 //! bare pointer). For larger alignments the data itself is `ARENA_SIZE`
 //! aligned — an address no small block or ordinary large block can have —
@@ -15,13 +15,13 @@
 //! cache for the purge delay: a program that frees and re-allocates big
 //! buffers (a growing `Vec`, a per-request buffer) then reuses pages that
 //! are already faulted in instead of paying `mmap`, `munmap` and a page
-//! fault per 4 KiB every time.
+//! fault per page every time.
 
 use core::cell::UnsafeCell;
 use core::ptr;
 
 use crate::arena::ARENA_SIZE;
-use crate::os::{self, PAGE_SIZE};
+use crate::os::{self, round_to_page};
 use crate::sync::{AtomicU64, Ordering, RawLock};
 // Plain core atomics even under loom: these are relaxed statistics
 // counters, not part of any protocol, and must be const-initialisable.
@@ -52,14 +52,10 @@ pub(crate) static LARGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static LARGE_MAPPED: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static LARGE_USABLE: AtomicUsize = AtomicUsize::new(0);
 
-fn round_to_page(n: usize) -> Option<usize> {
-    Some(n.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1))
-}
-
 /// Where the data starts in a mapping, and the mapping's alignment.
 fn placement(align: usize) -> (usize, usize) {
     if align < ARENA_SIZE {
-        (align.max(PAGE_SIZE), ARENA_SIZE)
+        (align.max(os::page_size()), ARENA_SIZE)
     } else {
         (align, align)
     }
@@ -68,7 +64,7 @@ fn placement(align: usize) -> (usize, usize) {
 /// The header of the large block at `p`.
 fn header_of(p: *const u8) -> *mut Header {
     if p.addr() % ARENA_SIZE == 0 {
-        p.wrapping_sub(PAGE_SIZE).cast_mut().cast()
+        p.wrapping_sub(os::page_size()).cast_mut().cast()
     } else {
         crate::arena::arena_of(p).cast()
     }

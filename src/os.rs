@@ -1,27 +1,58 @@
 //! The OS layer: the only code in strata-alloc that talks to the operating
 //! system (and the only user of `libc`).
 //!
-//! It reserves and releases address space, decommits pages, moves large
-//! mappings, reads the clock, and registers the thread-exit and `fork`
-//! hooks. Nothing here allocates.
+//! It knows the page size, reserves and releases address space, decommits
+//! pages, moves large mappings, reads the clock, and registers the
+//! thread-exit and `fork` hooks. Nothing here allocates.
 //!
 //! Under `cfg(miri)` and `cfg(loom)` the memory calls go to a fake backend
 //! over `std::alloc::System` (which both tools understand), so the layers
-//! above run unchanged; `madvise` becomes "fill with zeros" and `mremap`
-//! becomes "allocate, copy, free".
+//! above run unchanged; `madvise` becomes "fill whole pages with zeros"
+//! and `mremap` becomes "allocate, copy, free". The fake has 16 KiB pages
+//! (as many aarch64 kernels do), so the tests catch code that assumes
+//! 4 KiB.
 
 use core::ptr;
+// A core atomic even under loom: the page size is a constant of the
+// process that we read once, not part of any protocol.
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// The page size we assume for offsets inside our own mappings. Larger
-/// kernel pages only make our headers share a page.
-pub(crate) const PAGE_SIZE: usize = 4096;
+/// The OS page size, 0 until first asked for.
+static CACHED_PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The size of an OS page: the unit of every `madvise`, `munmap` and
+/// `mremap` range. 4 KiB on x86_64, often 16 or 64 KiB on aarch64. Read
+/// from the OS on first use (`sysconf` returns a value the kernel passed at
+/// exec, without allocating) and cached; slow paths only.
+#[inline]
+pub(crate) fn page_size() -> usize {
+    match CACHED_PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => init_page_size(),
+        page => page,
+    }
+}
+
+#[cold]
+fn init_page_size() -> usize {
+    let page = backend::page_size();
+    // Racing first calls store the same value.
+    CACHED_PAGE_SIZE.store(page, Ordering::Relaxed);
+    page
+}
+
+/// `n` rounded up to a whole number of pages; `None` on overflow.
+pub(crate) fn round_to_page(n: usize) -> Option<usize> {
+    let page = page_size();
+    Some(n.checked_add(page - 1)? & !(page - 1))
+}
 
 /// Reserves `size` bytes of zeroed, readable and writable memory aligned to
-/// `align` (a power of two, at least `PAGE_SIZE`; `size` a multiple of
-/// `PAGE_SIZE`). Pages are committed by the kernel on first touch. Returns
-/// null when the OS refuses.
+/// `align` (a power of two, at least the page size; `size` a multiple of
+/// the page size). Pages are committed by the kernel on first touch.
+/// Returns null when the OS refuses.
 pub(crate) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
-    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE && size % PAGE_SIZE == 0);
+    let page = page_size();
+    debug_assert!(align.is_power_of_two() && align >= page && size % page == 0);
     backend::reserve_aligned(size, align)
 }
 
@@ -36,17 +67,25 @@ pub(crate) unsafe fn release(base: *mut u8, size: usize, align: usize) {
     unsafe { backend::release(base, size, align) }
 }
 
-/// Tells the OS the pages of `[base, base + size)` are unused: their
-/// physical memory is freed now (they stop counting in RSS) and they read
-/// as zero when touched again.
+/// Tells the OS the whole pages inside `[base, base + size)` are unused:
+/// their physical memory is freed now (they stop counting in RSS) and they
+/// read as zero when touched again. Partial pages at either end are left
+/// alone (the kernel would round the length up into the next page, which
+/// may hold live data). Returns the bytes decommitted.
 ///
 /// # Safety
-/// The range must lie inside a reservation, page aligned, and hold no live
-/// data.
-pub(crate) unsafe fn decommit(base: *mut u8, size: usize) {
-    debug_assert!(base as usize % PAGE_SIZE == 0 && size % PAGE_SIZE == 0);
-    // SAFETY: forwarded contract.
-    unsafe { backend::decommit(base, size) }
+/// The range must lie inside a reservation and hold no live data.
+pub(crate) unsafe fn decommit(base: *mut u8, size: usize) -> usize {
+    let page = page_size();
+    let start = base.addr().next_multiple_of(page);
+    let end = (base.addr() + size) & !(page - 1);
+    if end <= start {
+        return 0;
+    }
+    // SAFETY: forwarded contract; `[start, end)` is the whole pages inside
+    // the caller's range.
+    unsafe { backend::decommit(base.with_addr(start), end - start) };
+    end - start
 }
 
 /// Tries to grow or shrink the reservation at `base` in place. Returns
@@ -257,9 +296,7 @@ pub fn resident_bytes() -> usize {
         let mut fields = buf[..n as usize].split(|&b| b == b' ');
         let _size = fields.next();
         let resident = fields.next().and_then(parse_decimal).unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-        resident * page
+        resident * page_size()
     }
 }
 
@@ -279,6 +316,16 @@ pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<usize> {
 #[cfg(not(any(miri, loom)))]
 mod backend {
     use super::*;
+
+    pub(super) fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions and does not allocate.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        match usize::try_from(n) {
+            Ok(n) if n >= 4096 && n.is_power_of_two() => n,
+            // Not expected on Linux; the smallest page it has.
+            _ => 4096,
+        }
+    }
 
     fn map(size: usize) -> *mut u8 {
         // SAFETY: an anonymous private mapping has no preconditions.
@@ -309,7 +356,7 @@ mod backend {
     pub(super) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
         // Over-reserve by `align` and trim both ends: the kernel only
         // promises page alignment.
-        let Some(padded) = size.checked_add(align - PAGE_SIZE) else {
+        let Some(padded) = size.checked_add(align - page_size()) else {
             return ptr::null_mut();
         };
         let raw = map(padded);
@@ -333,7 +380,8 @@ mod backend {
     pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
         // MADV_DONTNEED (not MADV_FREE): the pages leave RSS at once, which
         // is what users see in `top`.
-        // SAFETY: the caller guarantees the range is ours and unused.
+        // SAFETY: the caller guarantees the range is ours, unused and
+        // whole pages.
         unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) };
     }
 
@@ -389,6 +437,14 @@ mod backend {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout, System};
 
+    /// Bigger than x86_64's 4 KiB, as on many aarch64 kernels: code that
+    /// assumes 4 KiB pages fails the tests.
+    const PAGE: usize = 16 << 10;
+
+    pub(super) fn page_size() -> usize {
+        PAGE
+    }
+
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).expect("fake OS: bad region layout")
     }
@@ -404,8 +460,15 @@ mod backend {
     }
 
     pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
-        // SAFETY: the caller guarantees the range is ours and unused.
-        unsafe { ptr::write_bytes(base, 0, size) }
+        // `madvise` fails on a start inside a page, and rounds the length
+        // up to whole pages: zero what the kernel would.
+        assert!(
+            base.addr() % PAGE == 0,
+            "fake OS: decommit from inside a page"
+        );
+        // SAFETY: the caller guarantees the range is ours and unused; the
+        // rounded-up end is what a real kernel would discard too.
+        unsafe { ptr::write_bytes(base, 0, size.next_multiple_of(PAGE)) }
     }
 
     pub(super) unsafe fn resize_in_place(
