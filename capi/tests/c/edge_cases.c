@@ -264,6 +264,45 @@ static void test_aligned(void) {
     CHECK(pvalloc(SIZE_MAX - 10) == NULL && errno == ENOMEM);
 }
 
+/* Alignments of megabytes and more: the padding that finds an aligned
+ * address is not kept mapped, so many such blocks fit. An absurd one (a
+ * terabyte) is refused with ENOMEM, as glibc's mapping of it is refused by
+ * the kernel's overcommit heuristic (the default vm.overcommit_memory=0,
+ * on a machine with less than a terabyte of RAM + swap). */
+#define HUGE_ALIGNED 200
+static void test_huge_alignment(void) {
+    errno = 0;
+    CHECK(aligned_alloc((size_t)1 << 40, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(memalign((size_t)1 << 40, 10) == NULL && errno == ENOMEM);
+    void *p = (void *)0x1;
+    CHECK(posix_memalign(&p, (size_t)1 << 40, 10) == ENOMEM && p == (void *)0x1);
+    errno = 0;
+    CHECK(malloc((size_t)1 << 40) == NULL && errno == ENOMEM);
+
+    static unsigned char *blocks[HUGE_ALIGNED];
+    size_t aligns[] = {(size_t)8 << 20, (size_t)64 << 20};
+    for (size_t k = 0; k < sizeof aligns / sizeof *aligns; k++) {
+        size_t a = aligns[k];
+        for (size_t i = 0; i < HUGE_ALIGNED; i++) {
+            size_t n = 100 + i * 1000;
+            blocks[i] = aligned_alloc(a, n);
+            CHECK(blocks[i] != NULL);
+            if (!blocks[i]) return;
+            CHECK(is_aligned(blocks[i], a) && malloc_usable_size(blocks[i]) >= n);
+            fill(blocks[i], n, (unsigned)i);
+        }
+        /* Growing one keeps its contents. */
+        unsigned char *grown = realloc(blocks[1], 5u << 20);
+        CHECK(grown != NULL && check_fill(grown, 1100, 1));
+        if (grown) blocks[1] = grown;
+        for (size_t i = 0; i < HUGE_ALIGNED; i++) {
+            CHECK(check_fill(blocks[i], 100 + i * 1000, (unsigned)i));
+            free(blocks[i]);
+        }
+    }
+}
+
 /* Threads: each allocates blocks and hands half of them to the next thread
  * to free (cross-thread frees), then exits and is joined. */
 #define NTHREADS 8
@@ -456,6 +495,7 @@ int main(int argc, char **argv) {
     test_basics();
     test_realloc();
     test_aligned();
+    test_huge_alignment();
     test_libc();
     test_threads();
     test_fork(argv[0]);
