@@ -1,27 +1,28 @@
 //! Large blocks: requests too big (or too aligned) for any pool, mapped
 //! straight from the OS and unmapped on free.
 //!
-//! Each block has a one-page header. For alignments below `ARENA_SIZE` the
-//! mapping starts `ARENA_SIZE`-aligned with the header there and the data
-//! at `max(PAGE_SIZE, align)`, so masking a data pointer finds the header
-//! exactly as it finds an arena's (this is what lets `usable_size` take a
-//! bare pointer). For larger alignments the data itself is `ARENA_SIZE`
-//! aligned — an address no small block or ordinary large block can have —
-//! and the header sits in the page before it. `realloc` resizes the mapping
-//! with `mremap`, in place when the address space after it is free, else
-//! by moving the pages (no copy).
+//! Each block has a header in the first OS page of its mapping. For
+//! alignments below `ARENA_SIZE` the mapping starts `ARENA_SIZE`-aligned
+//! and the data at `max(page, align)`, so masking a data pointer finds the
+//! header exactly as it finds an arena's (this is what lets `usable_size`
+//! take a bare pointer). For larger alignments the data itself is
+//! `ARENA_SIZE` aligned — an address no small block or ordinary large
+//! block can have — and the mapping starts one page before it, with the
+//! header there: the mapping is a page plus the size, whatever the
+//! alignment. `realloc` resizes the mapping with `mremap`, in place when
+//! the address space after it is free, else by moving the pages (no copy).
 //!
 //! Freed mappings of up to `CACHE_MAX_BLOCK` bytes are kept in a small
 //! cache for the purge delay: a program that frees and re-allocates big
 //! buffers (a growing `Vec`, a per-request buffer) then reuses pages that
 //! are already faulted in instead of paying `mmap`, `munmap` and a page
-//! fault per 4 KiB every time.
+//! fault per page every time.
 
 use core::cell::UnsafeCell;
 use core::ptr;
 
 use crate::arena::ARENA_SIZE;
-use crate::os::{self, PAGE_SIZE};
+use crate::os::{self, round_to_page};
 use crate::sync::{AtomicU64, Ordering, RawLock};
 // Plain core atomics even under loom: these are relaxed statistics
 // counters, not part of any protocol, and must be const-initialisable.
@@ -42,9 +43,11 @@ struct Header {
     magic: usize,
     /// Bytes from the mapping start to the data.
     data_offset: usize,
-    /// Size and alignment of the whole mapping.
+    /// Size of the whole mapping, and its placement: `map_at` bytes into
+    /// it is aligned to `map_align` (see [`os::reserve_block`]).
     map_size: usize,
     map_align: usize,
+    map_at: usize,
 }
 
 /// Large blocks and their mapped bytes, for stats.
@@ -52,23 +55,21 @@ pub(crate) static LARGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static LARGE_MAPPED: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static LARGE_USABLE: AtomicUsize = AtomicUsize::new(0);
 
-fn round_to_page(n: usize) -> Option<usize> {
-    Some(n.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1))
-}
-
-/// Where the data starts in a mapping, and the mapping's alignment.
-fn placement(align: usize) -> (usize, usize) {
+/// Where a block of alignment `align` starts in its mapping, and how the
+/// mapping is placed: `(data_offset, map_align, map_at)`.
+fn placement(align: usize) -> (usize, usize, usize) {
+    let page = os::page_size();
     if align < ARENA_SIZE {
-        (align.max(PAGE_SIZE), ARENA_SIZE)
+        (align.max(page), ARENA_SIZE, 0)
     } else {
-        (align, align)
+        (page, align, page)
     }
 }
 
-/// The header of the large block at `p`.
+/// The header of the large block at `p`: the first page of its mapping.
 fn header_of(p: *const u8) -> *mut Header {
     if p.addr() % ARENA_SIZE == 0 {
-        p.wrapping_sub(PAGE_SIZE).cast_mut().cast()
+        p.wrapping_sub(os::page_size()).cast_mut().cast()
     } else {
         crate::arena::arena_of(p).cast()
     }
@@ -89,11 +90,11 @@ pub(crate) unsafe fn is_large(p: *const u8) -> bool {
 /// fresh mapping; null on failure. With `zeroed`, the memory reads as
 /// zero (free for fresh mappings, a memset for cached ones).
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    let (offset, map_align) = placement(align);
+    let (offset, map_align, map_at) = placement(align);
     let Some(map_size) = offset.checked_add(size).and_then(round_to_page) else {
         return ptr::null_mut();
     };
-    let (base, map_size) = match cache().take(map_size, map_align) {
+    let (base, map_size) = match cache().take(map_size, map_align, map_at) {
         Some((base, cached_size)) => {
             if zeroed {
                 // SAFETY: the cached mapping is ours and holds no live data.
@@ -103,7 +104,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         }
         None => {
             crate::purge::maybe_purge();
-            let base = os::reserve_aligned(map_size, map_align);
+            let base = os::reserve_block(map_size, map_align, map_at);
             if base.is_null() {
                 return base;
             }
@@ -119,6 +120,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             data_offset: offset,
             map_size,
             map_align,
+            map_at,
         })
     };
     LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
@@ -140,9 +142,9 @@ pub(crate) unsafe fn free(p: *mut u8) {
     LARGE_USABLE.fetch_sub(h.map_size - h.data_offset, Ordering::Relaxed);
     // SAFETY: the whole mapping belongs to this block, which dies now.
     let base = unsafe { p.sub(h.data_offset) };
-    if !cache().put(base, h.map_size, h.map_align) {
+    if !cache().put(base, h.map_size, h.map_align, h.map_at) {
         // SAFETY: as above.
-        unsafe { os::release(base, h.map_size, h.map_align) };
+        unsafe { os::release_block(base, h.map_size, h.map_align, h.map_at) };
     }
     crate::purge::maybe_purge();
 }
@@ -178,12 +180,12 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the mapping is this block's own.
     let base = unsafe { p.sub(h.data_offset) };
-    // SAFETY: `base` is a whole reservation with alignment `map_align`.
+    // SAFETY: `base` is a whole mapping placed by `map_align`, `map_at`.
     let new_base = if unsafe { os::resize_in_place(base, h.map_size, new_map) } {
         base
     } else {
         // SAFETY: as above.
-        let moved = unsafe { os::relocate(base, h.map_size, new_map, h.map_align) };
+        let moved = unsafe { os::relocate_block(base, h.map_size, new_map, h.map_align, h.map_at) };
         if moved.is_null() {
             return moved;
         }
@@ -203,7 +205,9 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
 struct CachedMapping {
     base: *mut u8,
     size: usize,
+    /// Its placement (see [`os::reserve_block`]).
     align: usize,
+    at: usize,
     freed_ms: u64,
 }
 
@@ -211,6 +215,7 @@ const NO_MAPPING: CachedMapping = CachedMapping {
     base: ptr::null_mut(),
     size: 0,
     align: 0,
+    at: 0,
     freed_ms: 0,
 };
 
@@ -258,17 +263,20 @@ impl LargeCache {
         &self.lock
     }
 
-    /// Takes the smallest cached mapping of `align` holding `size` bytes and
-    /// at most eight times that (its resident pages are the price of skipping
-    /// `mmap` and page faults; a later `realloc` grows into them for free);
-    /// returns its base and real size.
-    fn take(&self, size: usize, align: usize) -> Option<(*mut u8, usize)> {
+    /// Takes the smallest cached mapping placed by `align` and `at` holding
+    /// `size` bytes and at most eight times that (its resident pages are the
+    /// price of skipping `mmap` and page faults; a later `realloc` grows
+    /// into them for free); returns its base and real size.
+    fn take(&self, size: usize, align: usize, at: usize) -> Option<(*mut u8, usize)> {
         if self.bytes.load(Ordering::Relaxed) < size {
             return None;
         }
         self.with_entries(|entries| {
             let fits = |e: &CachedMapping| {
-                !e.base.is_null() && e.align == align && e.size >= size && e.size / 8 <= size
+                !e.base.is_null()
+                    && (e.align, e.at) == (align, at)
+                    && e.size >= size
+                    && e.size / 8 <= size
             };
             let slot = (0..CACHE_SLOTS)
                 .filter(|&i| fits(&entries[i]))
@@ -281,7 +289,7 @@ impl LargeCache {
 
     /// Keeps a freed mapping if it fits; returns false if the caller must
     /// unmap it.
-    fn put(&self, base: *mut u8, size: usize, align: usize) -> bool {
+    fn put(&self, base: *mut u8, size: usize, align: usize, at: usize) -> bool {
         if size > CACHE_MAX_BLOCK || self.bytes.load(Ordering::Relaxed) + size > CACHE_MAX_BYTES {
             return false;
         }
@@ -297,6 +305,7 @@ impl LargeCache {
                 base,
                 size,
                 align,
+                at,
                 freed_ms: now,
             };
             self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -335,7 +344,7 @@ impl LargeCache {
             for e in entries.iter_mut().filter(|e| !e.base.is_null()) {
                 if force || now >= e.freed_ms.saturating_add(delay) {
                     // SAFETY: a cached mapping is ours and holds no live data.
-                    unsafe { os::release(e.base, e.size, e.align) };
+                    unsafe { os::release_block(e.base, e.size, e.align, e.at) };
                     self.bytes.fetch_sub(e.size, Ordering::Relaxed);
                     *e = NO_MAPPING;
                 } else {
@@ -398,6 +407,64 @@ mod tests {
             let r = realloc(q, 200_000);
             assert_eq!(*r.add(199_999), 0xAB);
             free(r);
+        }
+    }
+
+    /// Alignments of `ARENA_SIZE` and more map a header page plus the
+    /// size: the padding that found the aligned address is not kept.
+    #[test]
+    fn huge_alignment_maps_only_the_size() {
+        let page = os::page_size();
+        let aligns = if cfg!(miri) {
+            &[ARENA_SIZE, 2 * ARENA_SIZE][..]
+        } else {
+            &[ARENA_SIZE, 16 * ARENA_SIZE, 1 << 28][..]
+        };
+        for &align in aligns {
+            let p = alloc(1000, align, false);
+            assert!(!p.is_null());
+            assert_eq!(p.addr() % align, 0);
+            // SAFETY: `p` is a live large block until freed below.
+            unsafe {
+                let h = header_of(p).read();
+                // Two pages, or up to 8 times that from the cache: never
+                // the alignment.
+                assert!(h.map_size <= 16 * page, "align {align}: {}", h.map_size);
+                assert_eq!(h.data_offset, page);
+                p.write_bytes(0x5A, 1000);
+                // Moved or grown in place, the block keeps its alignment.
+                let q = realloc(p, 3 * ARENA_SIZE);
+                assert!(!q.is_null());
+                assert_eq!(q.addr() % align, 0);
+                assert!(is_large(q) && usable_size(q) >= 3 * ARENA_SIZE);
+                assert_eq!(*q.add(999), 0x5A);
+                q.add(3 * ARENA_SIZE - 1).write(1);
+                let r = realloc(q, 100);
+                assert_eq!(r.addr() % align, 0);
+                assert_eq!(*r.add(99), 0x5A);
+                free(r);
+            }
+        }
+    }
+
+    /// A cached mapping of a huge-aligned block is not handed to an
+    /// ordinary block of the same size, nor the other way round.
+    #[test]
+    fn cache_keeps_placements_apart() {
+        for _ in 0..4 {
+            let huge = alloc(1000, ARENA_SIZE, false);
+            let plain = alloc(1000, 16, false);
+            assert_eq!(huge.addr() % ARENA_SIZE, 0);
+            assert_ne!(plain.addr() % ARENA_SIZE, 0);
+            // SAFETY: live large blocks, each freed once.
+            unsafe {
+                // Other tests share the cache: sizes may be bigger.
+                assert!(usable_size(huge) >= 1000 && usable_size(plain) >= 1000);
+                assert_eq!((*header_of(huge)).map_at, os::page_size());
+                assert_eq!((*header_of(plain)).map_at, 0);
+                free(huge);
+                free(plain);
+            }
         }
     }
 

@@ -1,28 +1,61 @@
 //! The OS layer: the only code in strata-alloc that talks to the operating
 //! system (and the only user of `libc`).
 //!
-//! It reserves and releases address space, decommits pages, moves large
-//! mappings, reads the clock, and registers the thread-exit and `fork`
-//! hooks. Nothing here allocates.
+//! It knows the page size, reserves and releases address space, decommits
+//! pages, moves large mappings, reads the clock, and registers the
+//! thread-exit and `fork` hooks. Nothing here allocates.
 //!
 //! Under `cfg(miri)` and `cfg(loom)` the memory calls go to a fake backend
 //! over `std::alloc::System` (which both tools understand), so the layers
-//! above run unchanged; `madvise` becomes "fill with zeros" and `mremap`
-//! becomes "allocate, copy, free".
+//! above run unchanged; `madvise` becomes "fill whole pages with zeros"
+//! and `mremap` becomes "allocate, copy, free". The fake has 16 KiB pages
+//! (as many aarch64 kernels do), so the tests catch code that assumes
+//! 4 KiB.
 
 use core::ptr;
+// A core atomic even under loom: the page size is a constant of the
+// process that we read once, not part of any protocol.
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// The page size we assume for offsets inside our own mappings. Larger
-/// kernel pages only make our headers share a page.
-pub(crate) const PAGE_SIZE: usize = 4096;
+/// The OS page size, 0 until first asked for.
+static CACHED_PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The size of an OS page: the unit of every `madvise`, `munmap` and
+/// `mremap` range. 4 KiB on x86_64, often 16 or 64 KiB on aarch64. Read
+/// from the OS on first use (`sysconf` returns a value the kernel passed at
+/// exec, without allocating) and cached; slow paths only.
+#[inline]
+pub(crate) fn page_size() -> usize {
+    match CACHED_PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => init_page_size(),
+        page => page,
+    }
+}
+
+#[cold]
+fn init_page_size() -> usize {
+    let page = backend::page_size();
+    // Racing first calls store the same value.
+    CACHED_PAGE_SIZE.store(page, Ordering::Relaxed);
+    page
+}
+
+/// `n` rounded up to a whole number of pages; `None` on overflow.
+pub(crate) fn round_to_page(n: usize) -> Option<usize> {
+    let page = page_size();
+    Some(n.checked_add(page - 1)? & !(page - 1))
+}
 
 /// Reserves `size` bytes of zeroed, readable and writable memory aligned to
-/// `align` (a power of two, at least `PAGE_SIZE`; `size` a multiple of
-/// `PAGE_SIZE`). Pages are committed by the kernel on first touch. Returns
-/// null when the OS refuses.
+/// `align` (a power of two, at least the page size; `size` a multiple of
+/// the page size), for an arena. Pages are committed by the kernel on
+/// first touch and the reservation is not charged against the overcommit
+/// limit (`MAP_NORESERVE`): an arena is committed lazily, pool by pool.
+/// Returns null when the OS refuses.
 pub(crate) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
-    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE && size % PAGE_SIZE == 0);
-    backend::reserve_aligned(size, align)
+    let page = page_size();
+    debug_assert!(align.is_power_of_two() && align >= page && size % page == 0);
+    backend::reserve(size, align, 0, false)
 }
 
 /// Returns a region obtained from [`reserve_aligned`] (or a prefix/suffix
@@ -33,47 +66,93 @@ pub(crate) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
 /// live reference may point into it.
 pub(crate) unsafe fn release(base: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    unsafe { backend::release(base, size, align) }
+    unsafe { backend::release(base, size, align, 0) }
 }
 
-/// Tells the OS the pages of `[base, base + size)` are unused: their
-/// physical memory is freed now (they stop counting in RSS) and they read
-/// as zero when touched again.
+/// Reserves `size` bytes of zeroed, readable and writable memory for one
+/// large block, placed so that `base + at` is aligned to `align` (a power
+/// of two, at least the page size; `at < align` and `size` multiples of
+/// the page size). Returns null when the OS refuses.
+///
+/// Only about `size` bytes stay mapped, whatever the alignment: the
+/// padding needed to find an aligned point is unmapped at once, so a
+/// program keeping many blocks with 64 MiB alignment pays for their sizes,
+/// not for their alignments.
+///
+/// Unlike an arena, the padded reservation is charged against the
+/// overcommit limit (no `MAP_NORESERVE`): the kernel then judges an absurd
+/// request exactly as it judges glibc's `mmap` of the same request. In
+/// Linux's default heuristic mode a single mapping larger than RAM + swap
+/// is refused, so `aligned_alloc(1 << 40, 10)` or `malloc(1 << 40)` fail
+/// with `ENOMEM` as they do under glibc, instead of succeeding as a sparse
+/// terabyte that a later touch would turn into an OOM kill; with
+/// `vm.overcommit_memory = 1` both succeed, again like glibc.
+pub(crate) fn reserve_block(size: usize, align: usize, at: usize) -> *mut u8 {
+    let page = page_size();
+    debug_assert!(align.is_power_of_two() && align >= page && at < align);
+    debug_assert!(size % page == 0 && at % page == 0 && at < size);
+    backend::reserve(size, align, at, true)
+}
+
+/// Returns a mapping from [`reserve_block`] or [`relocate_block`] (with the
+/// same `align` and `at`, and its current size) to the OS.
 ///
 /// # Safety
-/// The range must lie inside a reservation, page aligned, and hold no live
-/// data.
-pub(crate) unsafe fn decommit(base: *mut u8, size: usize) {
-    debug_assert!(base as usize % PAGE_SIZE == 0 && size % PAGE_SIZE == 0);
+/// `[base, base + size)` must be such a mapping, and no live reference may
+/// point into it.
+pub(crate) unsafe fn release_block(base: *mut u8, size: usize, align: usize, at: usize) {
     // SAFETY: forwarded contract.
-    unsafe { backend::decommit(base, size) }
+    unsafe { backend::release(base, size, align, at) }
 }
 
-/// Tries to grow or shrink the reservation at `base` in place. Returns
-/// false when the neighbouring address space is taken.
+/// Tells the OS the whole pages inside `[base, base + size)` are unused:
+/// their physical memory is freed now (they stop counting in RSS) and they
+/// read as zero when touched again. Partial pages at either end are left
+/// alone (the kernel would round the length up into the next page, which
+/// may hold live data). Returns the bytes decommitted.
 ///
 /// # Safety
-/// `[base, base + old_size)` must be a whole reservation of this module.
+/// The range must lie inside a reservation and hold no live data.
+pub(crate) unsafe fn decommit(base: *mut u8, size: usize) -> usize {
+    let page = page_size();
+    let start = base.addr().next_multiple_of(page);
+    let end = (base.addr() + size) & !(page - 1);
+    if end <= start {
+        return 0;
+    }
+    // SAFETY: forwarded contract; `[start, end)` is the whole pages inside
+    // the caller's range.
+    unsafe { backend::decommit(base.with_addr(start), end - start) };
+    end - start
+}
+
+/// Tries to grow or shrink the mapping at `base` in place (page-multiple
+/// sizes). Returns false when the neighbouring address space is taken.
+///
+/// # Safety
+/// `[base, base + old_size)` must be a whole mapping of this module.
 pub(crate) unsafe fn resize_in_place(base: *mut u8, old_size: usize, new_size: usize) -> bool {
     // SAFETY: forwarded contract.
     unsafe { backend::resize_in_place(base, old_size, new_size) }
 }
 
-/// Moves the pages of the reservation `[old, old + old_size)` to a new
-/// reservation of `new_size` bytes aligned to `align`, without copying data
-/// where the OS can remap pages. Returns null (and leaves `old` intact) when
-/// the OS refuses.
+/// Moves the pages of the large-block mapping `[old, old + old_size)` to a
+/// new one of `new_size` bytes placed like [`reserve_block`] places it,
+/// without copying data where the OS can remap pages. Returns null (and
+/// leaves `old` intact) when the OS refuses.
 ///
 /// # Safety
-/// `old` must be a whole reservation of this module with alignment `align`.
-pub(crate) unsafe fn relocate(
+/// `old` must be a whole mapping from [`reserve_block`] or
+/// [`relocate_block`] with the same `align` and `at`.
+pub(crate) unsafe fn relocate_block(
     old: *mut u8,
     old_size: usize,
     new_size: usize,
     align: usize,
+    at: usize,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { backend::relocate(old, old_size, new_size, align) }
+    unsafe { backend::relocate(old, old_size, new_size, align, at) }
 }
 
 /// Milliseconds on a monotonic clock (coarse: a few ms resolution is fine
@@ -280,9 +359,7 @@ pub fn resident_bytes() -> usize {
         let mut fields = buf[..n as usize].split(|&b| b == b' ');
         let _size = fields.next();
         let resident = fields.next().and_then(parse_decimal).unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-        resident * page
+        resident * page_size()
     }
 }
 
@@ -303,14 +380,27 @@ pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<usize> {
 mod backend {
     use super::*;
 
-    fn map(size: usize) -> *mut u8 {
+    pub(super) fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions and does not allocate.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        match usize::try_from(n) {
+            Ok(n) if n >= 4096 && n.is_power_of_two() => n,
+            // Not expected on Linux; the smallest page it has.
+            _ => 4096,
+        }
+    }
+
+    /// An anonymous read-write mapping; `accounted` ones are charged
+    /// against the overcommit limit (see [`super::reserve_block`]).
+    fn map(size: usize, accounted: bool) -> *mut u8 {
+        let noreserve = if accounted { 0 } else { libc::MAP_NORESERVE };
         // SAFETY: an anonymous private mapping has no preconditions.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
                 -1,
                 0,
             )
@@ -329,34 +419,37 @@ mod backend {
         }
     }
 
-    pub(super) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
-        // Over-reserve by `align` and trim both ends: the kernel only
-        // promises page alignment.
-        let Some(padded) = size.checked_add(align - PAGE_SIZE) else {
+    pub(super) fn reserve(size: usize, align: usize, at: usize, accounted: bool) -> *mut u8 {
+        // The kernel only promises page alignment: over-reserve by
+        // `align - page` and trim both ends, keeping `size` bytes.
+        let Some(padded) = size.checked_add(align - page_size()) else {
             return ptr::null_mut();
         };
-        let raw = map(padded);
+        let raw = map(padded, accounted);
         if raw.is_null() {
             return raw;
         }
-        let offset = raw.align_offset(align);
-        // SAFETY: `offset < align`, so the aligned start and the end of the
-        // wanted region lie inside the padded mapping.
-        let aligned = unsafe { raw.add(offset) };
+        // `raw + at` is page aligned, so the next aligned point is at most
+        // `align - page` further.
+        let offset = (raw.addr() + at).next_multiple_of(align) - (raw.addr() + at);
+        // SAFETY: `offset <= align - page`, so `[base, base + size)` lies
+        // inside the padded mapping.
+        let base = unsafe { raw.add(offset) };
         unmap(raw, offset);
-        // SAFETY: as above; the tail after `aligned + size` is in the mapping.
-        unmap(unsafe { aligned.add(size) }, padded - offset - size);
-        aligned
+        // SAFETY: as above; the tail after `base + size` is in the mapping.
+        unmap(unsafe { base.add(size) }, padded - offset - size);
+        base
     }
 
-    pub(super) unsafe fn release(base: *mut u8, size: usize, _align: usize) {
+    pub(super) unsafe fn release(base: *mut u8, size: usize, _align: usize, _at: usize) {
         unmap(base, size);
     }
 
     pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
         // MADV_DONTNEED (not MADV_FREE): the pages leave RSS at once, which
         // is what users see in `top`.
-        // SAFETY: the caller guarantees the range is ours and unused.
+        // SAFETY: the caller guarantees the range is ours, unused and
+        // whole pages.
         unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) };
     }
 
@@ -372,8 +465,9 @@ mod backend {
         old_size: usize,
         new_size: usize,
         align: usize,
+        at: usize,
     ) -> *mut u8 {
-        let target = reserve_aligned(new_size, align);
+        let target = reserve(new_size, align, at, true);
         if target.is_null() {
             return target;
         }
@@ -412,23 +506,52 @@ mod backend {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout, System};
 
+    /// Bigger than x86_64's 4 KiB, as on many aarch64 kernels: code that
+    /// assumes 4 KiB pages fails the tests.
+    const PAGE: usize = 16 << 10;
+
+    pub(super) fn page_size() -> usize {
+        PAGE
+    }
+
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).expect("fake OS: bad region layout")
     }
 
-    pub(super) fn reserve_aligned(size: usize, align: usize) -> *mut u8 {
-        // SAFETY: the layout has non-zero size.
-        unsafe { System.alloc_zeroed(layout(size, align)) }
+    /// Bytes allocated before a region so that `base + at` is aligned.
+    fn padding(align: usize, at: usize) -> usize {
+        (align - at) % align
     }
 
-    pub(super) unsafe fn release(base: *mut u8, size: usize, align: usize) {
-        // SAFETY: `base` came from `reserve_aligned(size, align)`.
-        unsafe { System.dealloc(base, layout(size, align)) }
+    pub(super) fn reserve(size: usize, align: usize, at: usize, _accounted: bool) -> *mut u8 {
+        let pad = padding(align, at);
+        // SAFETY: the layout has non-zero size.
+        let raw = unsafe { System.alloc_zeroed(layout(pad + size, align)) };
+        if raw.is_null() {
+            return raw;
+        }
+        // SAFETY: `pad` is inside the allocation; `raw + pad + at` is
+        // `raw + align` (or `raw` when `at` is 0), aligned.
+        unsafe { raw.add(pad) }
+    }
+
+    pub(super) unsafe fn release(base: *mut u8, size: usize, align: usize, at: usize) {
+        let pad = padding(align, at);
+        // SAFETY: `base` came from `reserve(size, align, at)`, `pad` bytes
+        // into the system allocation.
+        unsafe { System.dealloc(base.sub(pad), layout(pad + size, align)) }
     }
 
     pub(super) unsafe fn decommit(base: *mut u8, size: usize) {
-        // SAFETY: the caller guarantees the range is ours and unused.
-        unsafe { ptr::write_bytes(base, 0, size) }
+        // `madvise` fails on a start inside a page, and rounds the length
+        // up to whole pages: zero what the kernel would.
+        assert!(
+            base.addr() % PAGE == 0,
+            "fake OS: decommit from inside a page"
+        );
+        // SAFETY: the caller guarantees the range is ours and unused; the
+        // rounded-up end is what a real kernel would discard too.
+        unsafe { ptr::write_bytes(base, 0, size.next_multiple_of(PAGE)) }
     }
 
     pub(super) unsafe fn resize_in_place(
@@ -444,13 +567,14 @@ mod backend {
         old_size: usize,
         new_size: usize,
         align: usize,
+        at: usize,
     ) -> *mut u8 {
-        let target = reserve_aligned(new_size, align);
+        let target = reserve(new_size, align, at, true);
         if !target.is_null() {
             // SAFETY: both regions are ours and distinct.
             unsafe {
                 ptr::copy_nonoverlapping(old, target, old_size.min(new_size));
-                release(old, old_size, align);
+                release(old, old_size, align, at);
             }
         }
         target

@@ -14,7 +14,7 @@ use core::fmt;
 
 use crate::arena::{registry, POOL_SIZE};
 use crate::large;
-use crate::os::{self, PAGE_SIZE};
+use crate::os;
 use crate::pool::{Pool, TYPED_CLASS};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::sync::Ordering;
@@ -114,7 +114,7 @@ impl Stats {
         self.touched_pool_bytes
             + self.typed_pool_bytes
             + self.dirty_bytes
-            + self.arenas * PAGE_SIZE * 3
+            + self.arenas * os::page_size() * 3
             + self.large_mapped_bytes
     }
 
@@ -151,6 +151,7 @@ pub(crate) fn snapshot() -> Stats {
     let mut pools = 0;
     let mut touched = 0;
     let mut typed_bytes = 0;
+    let page = os::page_size();
     let totals = registry().for_each_pool(|meta, slots| {
         // SAFETY: the registry lock is held, so the pool record is live;
         // we read only fields fixed at creation and single-writer atomics.
@@ -167,7 +168,7 @@ pub(crate) fn snapshot() -> Stats {
         c.blocks_in_use += used;
         c.blocks_free += pool.capacity as usize - used;
         c.tail_bytes += slots * POOL_SIZE - pool.capacity as usize * c.block_size;
-        touched += (reserved * c.block_size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        touched += (reserved * c.block_size).div_ceil(page) * page;
     });
     Stats {
         classes,

@@ -26,12 +26,19 @@
 //!   allocator, so programs must see the behaviour they were tested with
 //!   (a leak-free `realloc(p, 0)` is what glibc users rely on).
 //!   `realloc(NULL, n)` is `malloc(n)`.
-//! - Every failure returns `NULL` (or an error number for
-//!   `posix_memalign`) and sets `errno`: `ENOMEM` when out of memory or when
-//!   a size computation overflows, `EINVAL` for a bad alignment.
-//! - `posix_memalign` needs a power of two multiple of `sizeof(void *)`;
-//!   `aligned_alloc` and `memalign` need a non-zero power of two. Every
-//!   block is at least 16-byte aligned (glibc's `MALLOC_ALIGNMENT`).
+//! - Every failure returns `NULL` and sets `errno`: `ENOMEM` when out of
+//!   memory or when a size computation overflows, `EINVAL` for an
+//!   alignment no power of two can serve. `posix_memalign` returns the
+//!   error number instead and, like glibc's, leaves `errno` alone for a
+//!   bad alignment but sets `ENOMEM` when out of memory.
+//! - `posix_memalign` needs a power of two multiple of `sizeof(void *)`.
+//!   `memalign` and `aligned_alloc` take any alignment, as glibc 2.36 does:
+//!   one below 16 gives a plain `malloc` block, any other is rounded up to
+//!   the next power of two; only one above `SIZE_MAX / 2 + 1` fails
+//!   (`EINVAL`). (glibc 2.38 makes `aligned_alloc` refuse a non-power of
+//!   two; serving it is the choice that breaks no program built against
+//!   either.) Every block is at least 16-byte aligned (glibc's
+//!   `MALLOC_ALIGNMENT`).
 //!
 //! None of these functions allocates while serving a request: they call
 //! `strata_alloc::raw`, which never allocates inside itself, and set
@@ -87,6 +94,16 @@ fn page_size() -> usize {
 #[inline]
 fn aligned(align: usize, size: usize) -> *mut c_void {
     or_enomem(raw::alloc(size, align.max(MALLOC_ALIGN), false))
+}
+
+/// The power of two glibc's `memalign` serves for `align`: at least
+/// `MALLOC_ALIGN`, else `align` rounded up (glibc's `_mid_memalign`);
+/// `None` (`EINVAL`) when no power of two is that large.
+fn memalign_alignment(align: usize) -> Option<usize> {
+    if align > usize::MAX / 2 + 1 {
+        return None;
+    }
+    Some(align.max(MALLOC_ALIGN).next_power_of_two())
 }
 
 /// Allocates `size` bytes, 16-byte aligned. `malloc(0)` returns a unique
@@ -169,7 +186,8 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 
 /// Stores in `*out` a block of `size` bytes aligned to `align`, which must
 /// be a power of two multiple of `sizeof(void *)`. Returns 0, `EINVAL` for
-/// a bad alignment or `ENOMEM` (`*out` is then unchanged).
+/// a bad alignment (`errno` untouched) or `ENOMEM` (`errno` set too, as
+/// glibc does); `*out` is unchanged on failure.
 ///
 /// # Safety
 /// `out` must be valid for writing a pointer.
@@ -180,7 +198,6 @@ pub unsafe extern "C" fn posix_memalign(
     size: usize,
 ) -> libc::c_int {
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
-        set_errno(libc::EINVAL);
         return libc::EINVAL;
     }
     let p = aligned(align, size);
@@ -192,21 +209,24 @@ pub unsafe extern "C" fn posix_memalign(
     0
 }
 
-/// A block of `size` bytes aligned to `align` (a non-zero power of two;
-/// else `NULL` with `EINVAL`). `size` need not be a multiple of `align`.
+/// A block of `size` bytes aligned to `align`, or to the next power of two
+/// above it (see the crate docs; `NULL` with `EINVAL` past
+/// `SIZE_MAX / 2 + 1`). `size` need not be a multiple of `align`.
 ///
 /// # Safety
 /// Always safe to call; the result must be released with [`free`].
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+    match memalign_alignment(align) {
+        Some(align) => aligned(align, size),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
     }
-    aligned(align, size)
 }
 
-/// The obsolete form of [`aligned_alloc`], with the same checks.
+/// The obsolete form of [`aligned_alloc`], the same function in glibc.
 ///
 /// # Safety
 /// Always safe to call; the result must be released with [`free`].

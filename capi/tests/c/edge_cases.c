@@ -1,8 +1,7 @@
 /* Edge cases of the C allocation interface, run with
  * LD_PRELOAD=libstrata.so (ci/capi.sh). Exits 0 when every check passes;
- * prints each failure. Also runs without the preload (glibc) as a
- * cross-check of the expectations, except where strata is stricter
- * (aligned_alloc/memalign with a non-power-of-two alignment). */
+ * prints each failure. Also built with -DGLIBC_REFERENCE and run without
+ * the preload, as a cross-check that glibc (2.36) meets the expectations. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,6 +29,14 @@ static void cfree(void *p) {
 
 static int failures;
 
+/* glibc 2.38 made aligned_alloc refuse an alignment that is not a power of
+ * two; 2.36, like strata, rounds it up as memalign does. */
+#if defined(GLIBC_REFERENCE) && __GLIBC_PREREQ(2, 38)
+#define ALIGNED_ALLOC_ROUNDS_UP 0
+#else
+#define ALIGNED_ALLOC_ROUNDS_UP 1
+#endif
+
 #define CHECK(cond)                                                          \
     do {                                                                     \
         if (!(cond)) {                                                       \
@@ -39,6 +46,14 @@ static int failures;
     } while (0)
 
 static int is_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+/* The alignment glibc's memalign serves for `a`: 16 at least, else `a`
+ * rounded up to a power of two. */
+static size_t memalign_alignment(size_t a) {
+    size_t p = 16;
+    while (p < a) p <<= 1;
+    return p;
+}
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 31 + seed);
@@ -157,28 +172,56 @@ static void test_aligned(void) {
     void *p;
     /* posix_memalign: EINVAL for non-powers of two and for powers of two
      * that are not multiples of sizeof(void *). */
+    /* The error is returned, errno left alone (glibc). */
     size_t bad[] = {0, 1, 2, 4, 3, 12, 24, 48, 4097, sizeof(void *) * 3};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         p = (void *)0x1;
+        errno = EDOM;
         CHECK(posix_memalign(&p, bad[i], 16) == EINVAL);
         CHECK(p == (void *)0x1);
+        CHECK(errno == EDOM);
     }
+    /* Out of memory: returned, and errno is ENOMEM too (glibc). */
     p = (void *)0x1;
+    errno = 0;
     CHECK(posix_memalign(&p, 64, SIZE_MAX - 100) == ENOMEM);
     CHECK(p == (void *)0x1);
+    CHECK(errno == ENOMEM);
     CHECK(posix_memalign(&p, 64, 0) == 0 && p != NULL);
     free(p);
 
-    /* aligned_alloc / memalign: bad alignment -> NULL/EINVAL. */
-#ifndef GLIBC_REFERENCE
-    size_t bad2[] = {0, 3, 12, 24, 4097};
-    for (size_t i = 0; i < sizeof bad2 / sizeof *bad2; i++) {
+    /* memalign / aligned_alloc take any alignment: below 16 it is a plain
+     * malloc, else rounded up to the next power of two. */
+    size_t odd[] = {0, 1, 2, 3, 12, 24, 48, 100, 4097, (1u << 20) + 1};
+    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+        size_t want = memalign_alignment(odd[i]);
         errno = 0;
-        CHECK(aligned_alloc(bad2[i], 64) == NULL && errno == EINVAL);
-        errno = 0;
-        CHECK(memalign(bad2[i], 64) == NULL && errno == EINVAL);
+        void *m = memalign(odd[i], 64);
+        CHECK(m != NULL && is_aligned(m, want) && malloc_usable_size(m) >= 64);
+        CHECK(errno == 0);
+        free(m);
+        if (ALIGNED_ALLOC_ROUNDS_UP) {
+            void *a = aligned_alloc(odd[i], 64);
+            CHECK(a != NULL && is_aligned(a, want) && malloc_usable_size(a) >= 64);
+            CHECK(errno == 0);
+            free(a);
+        }
     }
-#endif
+    /* No power of two is above SIZE_MAX / 2 + 1: EINVAL. The largest
+     * powers of two (and what rounds up to them) are ENOMEM. */
+    size_t too_big[] = {SIZE_MAX, SIZE_MAX / 2 + 2};
+    for (size_t i = 0; i < sizeof too_big / sizeof *too_big; i++) {
+        errno = 0;
+        CHECK(memalign(too_big[i], 10) == NULL && errno == EINVAL);
+        errno = 0;
+        CHECK(aligned_alloc(too_big[i], 10) == NULL && errno == EINVAL);
+    }
+    errno = 0;
+    CHECK(memalign(SIZE_MAX / 2 + 1, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(memalign(SIZE_MAX / 4 + 2, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(aligned_alloc(SIZE_MAX / 2 + 1, 10) == NULL && errno == ENOMEM);
     errno = 0;
     CHECK(aligned_alloc(64, SIZE_MAX - 100) == NULL && errno == ENOMEM);
 
@@ -219,6 +262,45 @@ static void test_aligned(void) {
     free(pv);
     errno = 0;
     CHECK(pvalloc(SIZE_MAX - 10) == NULL && errno == ENOMEM);
+}
+
+/* Alignments of megabytes and more: the padding that finds an aligned
+ * address is not kept mapped, so many such blocks fit. An absurd one (a
+ * terabyte) is refused with ENOMEM, as glibc's mapping of it is refused by
+ * the kernel's overcommit heuristic (the default vm.overcommit_memory=0,
+ * on a machine with less than a terabyte of RAM + swap). */
+#define HUGE_ALIGNED 200
+static void test_huge_alignment(void) {
+    errno = 0;
+    CHECK(aligned_alloc((size_t)1 << 40, 10) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(memalign((size_t)1 << 40, 10) == NULL && errno == ENOMEM);
+    void *p = (void *)0x1;
+    CHECK(posix_memalign(&p, (size_t)1 << 40, 10) == ENOMEM && p == (void *)0x1);
+    errno = 0;
+    CHECK(malloc((size_t)1 << 40) == NULL && errno == ENOMEM);
+
+    static unsigned char *blocks[HUGE_ALIGNED];
+    size_t aligns[] = {(size_t)8 << 20, (size_t)64 << 20};
+    for (size_t k = 0; k < sizeof aligns / sizeof *aligns; k++) {
+        size_t a = aligns[k];
+        for (size_t i = 0; i < HUGE_ALIGNED; i++) {
+            size_t n = 100 + i * 1000;
+            blocks[i] = aligned_alloc(a, n);
+            CHECK(blocks[i] != NULL);
+            if (!blocks[i]) return;
+            CHECK(is_aligned(blocks[i], a) && malloc_usable_size(blocks[i]) >= n);
+            fill(blocks[i], n, (unsigned)i);
+        }
+        /* Growing one keeps its contents. */
+        unsigned char *grown = realloc(blocks[1], 5u << 20);
+        CHECK(grown != NULL && check_fill(grown, 1100, 1));
+        if (grown) blocks[1] = grown;
+        for (size_t i = 0; i < HUGE_ALIGNED; i++) {
+            CHECK(check_fill(blocks[i], 100 + i * 1000, (unsigned)i));
+            free(blocks[i]);
+        }
+    }
 }
 
 /* Threads: each allocates blocks and hands half of them to the next thread
@@ -413,6 +495,7 @@ int main(int argc, char **argv) {
     test_basics();
     test_realloc();
     test_aligned();
+    test_huge_alignment();
     test_libc();
     test_threads();
     test_fork(argv[0]);
