@@ -15,7 +15,7 @@
 //!
 //! (CPython keeps small objects in its own pymalloc unless run with
 //! `PYTHONMALLOC=malloc`.) The `STRATA_*` variables of `strata-alloc` apply
-//! as usual; they are read at the first allocation.
+//! as usual; they are read once, when the library is loaded.
 //!
 //! Semantics, where C leaves room:
 //!
