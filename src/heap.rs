@@ -88,9 +88,8 @@ pub(crate) struct Heap {
     owned: bool,
     /// This thread's slot in the live-counters table, or `NO_SLOT`.
     counters_slot: usize,
-    /// The thread-exit destructor has run: a heap started again by later
-    /// exit code does not register its counters (its thread's memory may be
-    /// gone before another destructor round folds them).
+    /// The thread-exit destructor has run: the heap owns no pool from then
+    /// on (see `alloc_after_exit` and `free_abandoned`).
     exiting: bool,
     /// When the next [`Heap::sweep_big_pools`] is due (ms, `os::now_ms`).
     next_sweep_ms: u64,
