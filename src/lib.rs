@@ -57,41 +57,30 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
-mod arena;
-mod config;
-mod fork;
-mod heap;
-mod init;
-mod large;
-mod os;
+mod core;
+mod insight;
 mod owned;
-#[cfg(feature = "plot")]
-pub mod plot;
-mod pool;
-pub mod profile;
-mod purge;
-mod report;
-#[cfg(feature = "sampling")]
-mod sample;
-mod size_class;
-mod stats;
-mod sync;
 mod typed;
 
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api;
 
-use core::alloc::{GlobalAlloc, Layout};
-use core::ptr;
+use ::core::alloc::{GlobalAlloc, Layout};
+use ::core::ptr;
 
-pub use os::resident_bytes;
+pub use crate::core::os::resident_bytes;
+pub use crate::core::size_class::{MAX_SMALL_ALIGN, MAX_SMALL_SIZE, NUM_CLASSES};
+#[cfg(feature = "plot")]
+pub use crate::insight::plot;
+pub use crate::insight::profile;
+pub use crate::insight::stats::{ClassStats, Stats};
 pub use owned::{Heap, HeapStats};
-pub use size_class::{MAX_SMALL_ALIGN, MAX_SMALL_SIZE, NUM_CLASSES};
-pub use stats::{ClassStats, Stats};
 pub use typed::{PoolBox, TypedPool, TypedPoolStats};
 
-use size_class::{class_for, CLASS_SIZES};
+use crate::core::size_class::{class_for, CLASS_SIZES};
+use crate::core::{arena, heap, large, pool, purge};
+use crate::insight::stats;
 
 /// The strata allocator. Install it with `#[global_allocator]`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -8,14 +8,14 @@
 //! are per-execution, so each model iteration starts from an empty
 //! allocator.
 
-use crate::arena::{self, SlotRun};
-use crate::heap::{self, Heap};
-use crate::pool::{Pool, ABANDONED};
-use crate::size_class;
-use crate::sync::RawLock;
+use crate::core::arena::{self, SlotRun};
+use crate::core::heap::{self, Heap};
+use crate::core::pool::{Pool, ABANDONED};
+use crate::core::size_class;
+use crate::core::sync::RawLock;
 
-pub use crate::arena::{ARENA_SIZE, POOL_SIZE, SLOTS_PER_ARENA};
-pub use crate::size_class::NUM_CLASSES;
+pub use crate::core::arena::{ARENA_SIZE, POOL_SIZE, SLOTS_PER_ARENA};
+pub use crate::core::size_class::NUM_CLASSES;
 
 /// The size class serving `size`-byte blocks with default alignment.
 pub fn class_of(size: usize) -> usize {
@@ -138,7 +138,7 @@ impl PoolRef {
 
     /// Heap id of the owner.
     pub fn owner(&self) -> usize {
-        self.get().owner.load(crate::sync::Ordering::Relaxed)
+        self.get().owner.load(crate::core::sync::Ordering::Relaxed)
     }
 
     /// Whether the pool's thread exited and nobody reclaimed it.
@@ -296,7 +296,7 @@ pub fn arena_counts() -> ArenaCounts {
 
 /// A stats snapshot (`crate::stats`).
 pub fn stats() -> crate::Stats {
-    crate::stats::snapshot()
+    crate::insight::stats::snapshot()
 }
 
 // ---------------------------------------------------------------- locks --
@@ -331,12 +331,12 @@ impl Lock {
 
 /// The `pthread_atfork` prepare handler: takes every allocator lock.
 pub fn fork_prepare() {
-    crate::fork::prepare()
+    crate::core::fork::prepare()
 }
 
 /// The parent/child handler: releases every allocator lock.
 pub fn fork_release() {
-    crate::fork::release()
+    crate::core::fork::release()
 }
 
 // ------------------------------------------------------------- sampling --
@@ -348,7 +348,7 @@ pub fn fork_release() {
 /// `free` run when sampling, or to the reader a report uses.
 #[cfg(feature = "sampling")]
 pub struct Profiler<const S: usize, const F: usize, const B: usize> {
-    inner: crate::sample::Profiler<S, F, B>,
+    inner: crate::insight::sample::Profiler<S, F, B>,
 }
 
 /// A small profile: 4 sites of 4 frames, 2 live buckets.
@@ -393,7 +393,7 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Profiler {
-            inner: crate::sample::Profiler::new(),
+            inner: crate::insight::sample::Profiler::new(),
         }
     }
 
@@ -427,6 +427,6 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
 
     /// The live-table bucket of `addr`.
     pub fn bucket_of(addr: usize) -> usize {
-        crate::sample::Profiler::<S, F, B>::loom_bucket_of(addr)
+        crate::insight::sample::Profiler::<S, F, B>::loom_bucket_of(addr)
     }
 }

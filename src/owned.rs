@@ -17,9 +17,9 @@ use std::collections::HashSet;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::heap;
-use crate::large;
-use crate::size_class::{class_for, CLASS_SIZES};
+use crate::core::heap;
+use crate::core::large;
+use crate::core::size_class::{class_for, CLASS_SIZES};
 
 /// A heap owned by a value: allocate in it through [`Allocator`], free
 /// everything in it at once with [`Heap::reset`] or by dropping it.
@@ -169,7 +169,7 @@ unsafe impl Allocator for Heap {
             // SAFETY: as above.
             let recorded = unsafe { (*self.large.get()).remove(&ptr.as_ptr()) };
             if !recorded {
-                crate::report::abort_with_pointer(
+                crate::core::diag::abort_with_pointer(
                     b"Heap::deallocate of a block this heap does not own: ",
                     ptr.as_ptr(),
                 );

@@ -25,7 +25,7 @@
 //! list (`remote_free`, like a pool's `thread_free`) that the pool's thread
 //! collects when its free list runs dry.
 
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::core::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
@@ -33,9 +33,9 @@ use core::mem::{align_of, size_of, ManuallyDrop};
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
 
-use crate::arena::{registry, POOL_SIZE};
-use crate::pool::{push_atomic, Block, Pool};
-use crate::size_class::MAX_SMALL_ALIGN;
+use crate::core::arena::{registry, POOL_SIZE};
+use crate::core::pool::{push_atomic, Block, Pool};
+use crate::core::size_class::MAX_SMALL_ALIGN;
 
 /// Least free-list length a pool keeps by default (CPython keeps 100
 /// floats); small blocks get more, see [`TypedPool::new`].
@@ -197,7 +197,7 @@ impl<T> TypedPool<T> {
     pub fn with_cache_limit(limit: usize) -> Self {
         // A program may use typed pools under another global allocator:
         // they take the registry lock, so they need the `fork` handlers.
-        crate::init::ensure();
+        crate::core::init::ensure();
         assert!(
             Self::ZERO_SIZED || (Self::BLOCK_SIZE <= POOL_SIZE && align_of::<T>() <= MAX_SMALL_ALIGN),
             "TypedPool<{}>: blocks larger than 64 KiB or aligned to more than 64 KiB are not supported; use Box",
@@ -479,7 +479,7 @@ impl<T> TypedPool<T> {
     #[inline(never)]
     unsafe fn return_to_chunk(&self, block: *mut Block) {
         // SAFETY: our blocks live in our chunks, which are arena pools.
-        let raw = unsafe { crate::arena::pool_meta_of(block.cast()).cast::<Pool>() };
+        let raw = unsafe { crate::core::arena::pool_meta_of(block.cast()).cast::<Pool>() };
         // SAFETY: as above.
         let chunk = unsafe { &*raw };
         debug_assert!(

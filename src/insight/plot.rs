@@ -102,7 +102,7 @@ impl Shared {
     fn sample(&self) -> Sample {
         // Read the stats outside the lock: they take the allocator's
         // registry lock, and a marker should never wait for that walk.
-        let stats = crate::stats();
+        let stats = crate::insight::stats::snapshot();
         let sample = Sample {
             at: self.start.elapsed(),
             resident_bytes: stats.resident_bytes,

@@ -8,17 +8,17 @@
 /// Registers the handlers (once per process, from `init`: `pthread_atfork`
 /// must never be called inside `malloc`).
 pub(crate) fn register() {
-    crate::os::register_fork_handlers(prepare, release, release);
+    crate::core::os::register_fork_handlers(prepare, release, release);
 }
 
 pub(crate) extern "C" fn prepare() {
-    crate::heap::abandoned().lock().lock();
-    crate::arena::registry().lock().lock();
-    crate::large::cache().lock().lock();
+    crate::core::heap::abandoned().lock().lock();
+    crate::core::arena::registry().lock().lock();
+    crate::core::large::cache().lock().lock();
 }
 
 pub(crate) extern "C" fn release() {
-    crate::large::cache().lock().unlock();
-    crate::arena::registry().lock().unlock();
-    crate::heap::abandoned().lock().unlock();
+    crate::core::large::cache().lock().unlock();
+    crate::core::arena::registry().lock().unlock();
+    crate::core::heap::abandoned().lock().unlock();
 }

@@ -18,9 +18,9 @@ static DONE: AtomicBool = AtomicBool::new(false);
 pub(crate) fn ensure() {
     // Set before the steps run: an allocation they make must not start them again.
     if !DONE.swap(true, Ordering::Relaxed) {
-        crate::config::init();
-        crate::fork::register();
-        crate::heap::create_exit_key();
+        crate::core::config::init();
+        crate::core::fork::register();
+        crate::core::heap::create_exit_key();
     }
 }
 

@@ -12,7 +12,7 @@
 //! The tables are computed by `const fn` at compile time; the lookup is a
 //! few instructions of leading-zero arithmetic, without loops or division.
 
-use crate::arena::{POOL_SIZE, SLOTS_PER_ARENA};
+use crate::core::arena::{POOL_SIZE, SLOTS_PER_ARENA};
 
 /// Largest block served by pools; bigger requests go to `large`.
 /// 128 KiB: pools of that class span 16 slots (1 MiB), still a quarter of

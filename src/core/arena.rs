@@ -17,8 +17,8 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use crate::os;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, RawLock};
+use crate::core::os;
+use crate::core::sync::{AtomicU64, AtomicUsize, Ordering, RawLock};
 
 /// Arena size and alignment. 4 MiB: big enough that `mmap` calls are rare
 /// and one bitmap word covers all slots, small enough that one lightly used

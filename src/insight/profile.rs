@@ -51,9 +51,9 @@ use core::cmp::Reverse;
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::heap::{self, Counts};
-use crate::size_class::{class_size, NUM_CLASSES};
-use crate::stats::Bytes;
+use crate::core::heap::{self, Counts};
+use crate::core::size_class::{class_size, NUM_CLASSES};
+use crate::insight::stats::Bytes;
 
 /// Sampled call-site profiling with backtraces (feature `sampling`): which
 /// lines of the program allocated the memory that is live, estimated from
@@ -106,7 +106,7 @@ use crate::stats::Bytes;
 /// not seen.
 #[cfg(feature = "sampling")]
 pub mod sampling {
-    pub use crate::sample::{
+    pub use crate::insight::sample::{
         Frame, Report, ReportDiff, Sampling, Site, SiteDiff, BUCKET_SLOTS, DEFAULT_INTERVAL,
         LIVE_BUCKETS, MAX_FRAMES, MAX_SITES,
     };
@@ -211,7 +211,7 @@ impl Snapshot {
     /// [`crate::stats`]).
     pub fn take() -> Snapshot {
         let totals = Totals::now();
-        let stats = crate::stats();
+        let stats = crate::insight::stats::snapshot();
         Snapshot {
             blocks_in_use: stats.classes.map(|c| c.blocks_in_use),
             large_blocks: stats.large_blocks,

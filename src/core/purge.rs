@@ -15,11 +15,11 @@
 //! most once per delay): they are big enough that a few free ones cost
 //! more resident memory than a whole pool of small blocks.
 
-use crate::arena::registry;
-use crate::large;
-use crate::os;
-use crate::pool::{Block, Pool};
-use crate::size_class::{class_size, NUM_CLASSES};
+use crate::core::arena::registry;
+use crate::core::large;
+use crate::core::os;
+use crate::core::pool::{Block, Pool};
+use crate::core::size_class::{class_size, NUM_CLASSES};
 
 /// The first size class whose free blocks are purged in place: 16 KiB.
 pub(crate) const FIRST_PURGED_CLASS: usize = {
@@ -91,8 +91,8 @@ const _: () = assert!(size_of::<Block>() == size_of::<usize>());
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arena::Registry;
-    use crate::size_class::pool_slots;
+    use crate::core::arena::Registry;
+    use crate::core::size_class::pool_slots;
 
     /// Blocks that end inside an OS page share it with their neighbour:
     /// purging a free block must leave that page alone. The fake OS has

@@ -43,9 +43,9 @@ use core::fmt;
 use core::sync::atomic as owner_only;
 use std::collections::HashMap;
 
-use crate::heap;
-use crate::stats::Bytes;
-use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawLock};
+use crate::core::heap;
+use crate::core::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawLock};
+use crate::insight::stats::Bytes;
 
 /// `const fn` items, plain `fn`s under `cfg(loom)` (loom's atomics have no
 /// `const` constructor): the tables are built the same way in both, the

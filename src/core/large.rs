@@ -21,9 +21,9 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use crate::arena::ARENA_SIZE;
-use crate::os::{self, round_to_page};
-use crate::sync::{AtomicU64, Ordering, RawLock};
+use crate::core::arena::ARENA_SIZE;
+use crate::core::os::{self, round_to_page};
+use crate::core::sync::{AtomicU64, Ordering, RawLock};
 // Plain core atomics even under loom: these are relaxed statistics
 // counters, not part of any protocol, and must be const-initialisable.
 use core::sync::atomic::AtomicUsize;
@@ -71,7 +71,7 @@ fn header_of(p: *const u8) -> *mut Header {
     if p.addr() % ARENA_SIZE == 0 {
         p.wrapping_sub(os::page_size()).cast_mut().cast()
     } else {
-        crate::arena::arena_of(p).cast()
+        crate::core::arena::arena_of(p).cast()
     }
 }
 
@@ -83,7 +83,7 @@ pub(crate) unsafe fn is_large(p: *const u8) -> bool {
     // SAFETY: the header candidate of a live block is mapped (an arena
     // header, or this block's own header); both kinds start with a magic.
     p.addr() % ARENA_SIZE == 0
-        || !unsafe { crate::arena::is_arena(crate::arena::arena_of(p).cast()) }
+        || !unsafe { crate::core::arena::is_arena(crate::core::arena::arena_of(p).cast()) }
 }
 
 /// A block of at least `size` bytes aligned to `align`, from the cache or a
@@ -103,7 +103,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             (base, cached_size)
         }
         None => {
-            crate::purge::maybe_purge();
+            crate::core::purge::maybe_purge();
             let base = os::reserve_block(map_size, map_align, map_at);
             if base.is_null() {
                 return base;
@@ -146,7 +146,7 @@ pub(crate) unsafe fn free(p: *mut u8) {
         // SAFETY: as above.
         unsafe { os::release_block(base, h.map_size, h.map_align, h.map_at) };
     }
-    crate::purge::maybe_purge();
+    crate::core::purge::maybe_purge();
 }
 
 /// Usable bytes of large block `p`.
@@ -312,7 +312,7 @@ impl LargeCache {
             true
         });
         if kept {
-            let delay = crate::arena::registry()
+            let delay = crate::core::arena::registry()
                 .purge_delay_ms
                 .load(Ordering::Relaxed);
             let _ = self.deadline.compare_exchange(
@@ -336,7 +336,7 @@ impl LargeCache {
     /// Unmaps entries older than the purge delay (all of them if `force`).
     pub(crate) fn purge(&self, force: bool) {
         let now = os::now_ms();
-        let delay = crate::arena::registry()
+        let delay = crate::core::arena::registry()
             .purge_delay_ms
             .load(Ordering::Relaxed);
         self.with_entries(|entries| {
@@ -380,7 +380,7 @@ pub(crate) fn cache() -> &'static LargeCache {
 
 fn check_magic(h: &Header, p: *const u8) {
     if h.magic != LARGE_MAGIC {
-        crate::report::abort_with_pointer(
+        crate::core::diag::abort_with_pointer(
             b"free or realloc of a pointer this allocator does not own: ",
             p.cast_mut(),
         );

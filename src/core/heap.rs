@@ -35,11 +35,11 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use crate::arena::{self, registry, Registry};
-use crate::os;
-use crate::pool::{Block, Pool, ABANDONED, TYPED_OWNER};
-use crate::size_class::{pool_slots, NUM_CLASSES};
-use crate::sync::{AtomicUsize, Ordering, RawLock};
+use crate::core::arena::{self, registry, Registry};
+use crate::core::os;
+use crate::core::pool::{Block, Pool, ABANDONED, TYPED_OWNER};
+use crate::core::size_class::{pool_slots, NUM_CLASSES};
+use crate::core::sync::{AtomicUsize, Ordering, RawLock};
 
 /// How many pools of a class the allocation slow path inspects before
 /// taking a new one: bounds the slow path while still finding pools
@@ -71,7 +71,7 @@ const HOT_EMPTY_POOLS: usize = 16;
 /// The first class whose free blocks [`Heap::sweep_big_pools`] purges:
 /// blocks of 16 KiB and more span three whole pages or more besides the
 /// one holding their free-list link.
-const FIRST_PURGED_CLASS: usize = crate::purge::FIRST_PURGED_CLASS;
+const FIRST_PURGED_CLASS: usize = crate::core::purge::FIRST_PURGED_CLASS;
 
 /// A thread's heap.
 pub(crate) struct Heap {
@@ -111,7 +111,7 @@ impl Heap {
 
     /// A heap owned by a value rather than a thread (see `owned.rs`).
     pub(crate) fn new_owned() -> Self {
-        crate::init::ensure();
+        crate::core::init::ensure();
         Heap {
             id: NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed),
             owned: true,
@@ -181,7 +181,7 @@ impl Heap {
             // when none is): a thread that only churns its own pools still
             // returns what other threads freed.
             if pool.take_local_free() {
-                crate::purge::maybe_purge();
+                crate::core::purge::maybe_purge();
                 return pool.pop().cast();
             }
         }
@@ -230,10 +230,11 @@ impl Heap {
             ABANDONED => unsafe { self.free_abandoned(pool, block) },
             // Slot 0 (the arena header) and unused records have no owner:
             // a wild pointer, whose free would write into the header.
-            0 => {
-                crate::report::abort_with_pointer(b"free of a pointer into no pool: ", block.cast())
-            }
-            TYPED_OWNER => crate::report::abort_with_pointer(
+            0 => crate::core::diag::abort_with_pointer(
+                b"free of a pointer into no pool: ",
+                block.cast(),
+            ),
+            TYPED_OWNER => crate::core::diag::abort_with_pointer(
                 b"free of a TypedPool block through malloc/dealloc: ",
                 block.cast(),
             ),
@@ -283,7 +284,7 @@ impl Heap {
         if self.exiting {
             return self.alloc_after_exit(class);
         }
-        crate::purge::maybe_purge();
+        crate::core::purge::maybe_purge();
         self.maybe_sweep_big_pools();
         let registry = registry();
         if let Some(block) = self.alloc_from_queue(class) {
@@ -472,7 +473,7 @@ impl Heap {
     pub(crate) fn abandon(&mut self) {
         self.give_back_pools();
         abandoned().sweep(registry());
-        crate::purge::maybe_purge();
+        crate::core::purge::maybe_purge();
     }
 
     /// The pools part of [`Heap::abandon`].
@@ -536,7 +537,7 @@ impl Heap {
                 if p.used() == 0 {
                     self.release_from_queue(p);
                 } else if purge {
-                    crate::purge::purge_free_blocks(p);
+                    crate::core::purge::purge_free_blocks(p);
                 }
                 pool = next;
             }
@@ -567,10 +568,10 @@ unsafe fn release_pool(registry: &Registry, pool: &Pool) {
 fn check_free(pool: &Pool, p: *mut u8, heap_id: usize) {
     const LOOK: usize = 64;
     if pool.owner.load(Ordering::Relaxed) == 0 {
-        crate::report::abort_with_pointer(b"free of a pointer into no pool: ", p);
+        crate::core::diag::abort_with_pointer(b"free of a pointer into no pool: ", p);
     }
     if !pool.is_block_start(p) {
-        crate::report::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
+        crate::core::diag::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
     }
     if pool.owner.load(Ordering::Relaxed) == heap_id {
         for list in [pool.free.get(), pool.local_free.get()] {
@@ -580,7 +581,7 @@ fn check_free(pool: &Pool, p: *mut u8, heap_id: usize) {
                     break;
                 }
                 if block.cast::<u8>() == p {
-                    crate::report::abort_with_pointer(b"double free of ", p);
+                    crate::core::diag::abort_with_pointer(b"double free of ", p);
                 }
                 // SAFETY: blocks on our own lists are free blocks of the pool.
                 block = unsafe { (*block).next };
@@ -851,7 +852,7 @@ pub(crate) fn start_thread() -> bool {
     if !starting {
         return false;
     }
-    crate::init::ensure();
+    crate::core::init::ensure();
     // Counters are listed only if the exit destructor will unlist them
     // (never under Miri and loom, which have no thread-exit key).
     if register_exit() {
@@ -1043,7 +1044,7 @@ pub(crate) struct Counters {
     /// The owner's sampling state (countdown to the next sample, PRNG,
     /// re-entrancy flag): see `sample.rs`.
     #[cfg(feature = "sampling")]
-    sampler: crate::sample::ThreadSampler,
+    sampler: crate::insight::sample::ThreadSampler,
     /// Count at all: set for every listed thread by `profile` (under the
     /// table lock), read by the owner on each allocation and free. Kept per
     /// thread so that the fast paths test a thread-local byte rather than
@@ -1070,7 +1071,7 @@ impl Counters {
             free_bytes: AtomicUsize::new(0),
             peak_net: AtomicIsize::new(0),
             #[cfg(feature = "sampling")]
-            sampler: crate::sample::ThreadSampler::new(),
+            sampler: crate::insight::sample::ThreadSampler::new(),
             enabled: core::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -1109,7 +1110,7 @@ impl Counters {
         bump(&self.free_blocks, 1);
         bump(&self.free_bytes, bytes);
         #[cfg(feature = "sampling")]
-        crate::sample::on_free(ptr);
+        crate::insight::sample::on_free(ptr);
         #[cfg(not(feature = "sampling"))]
         let _ = ptr;
     }
@@ -1310,7 +1311,7 @@ mod tests {
         struct Block(*mut u8);
         // SAFETY: the block is only handed from the exiting thread to us.
         unsafe impl Send for Block {}
-        let class = crate::size_class::class_for(48, 8).unwrap();
+        let class = crate::core::size_class::class_for(48, 8).unwrap();
         NO_EXIT_KEY.store(true, Ordering::Relaxed);
         let block = std::thread::spawn(move || Block(alloc(class).0))
             .join()

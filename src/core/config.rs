@@ -10,9 +10,9 @@
 //! setuid or setgid program (`AT_SECURE`) the variables are ignored, as
 //! glibc ignores `MALLOC_*` there.
 
-use crate::arena::registry;
-use crate::os;
-use crate::sync::Ordering;
+use crate::core::arena::registry;
+use crate::core::os;
+use crate::core::sync::Ordering;
 
 /// The longest purge delay accepted: one hour. Longer delays would keep
 /// memory from the OS for no measurable gain, and a bound keeps every
@@ -50,7 +50,7 @@ pub(crate) fn init() {
     }
     if let Some(value) = os::secure_env_var(c"STRATA_SHOW_STATS") {
         match value {
-            b"1" | b"true" | b"yes" => crate::stats::print_at_exit(),
+            b"1" | b"true" | b"yes" => crate::insight::stats::print_at_exit(),
             b"0" | b"false" | b"no" | b"" => {}
             _ => os::write_stderr(
                 b"strata-alloc: STRATA_SHOW_STATS must be 1 or 0; not printing stats\n",

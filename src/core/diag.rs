@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::os;
+use crate::core::os;
 
 /// Formats into a fixed stack buffer, flushing to stderr when it fills.
 pub(crate) struct StderrWriter {

@@ -12,12 +12,12 @@
 
 use core::fmt;
 
-use crate::arena::{registry, POOL_SIZE};
-use crate::large;
-use crate::os;
-use crate::pool::{Pool, TYPED_CLASS};
-use crate::size_class::{class_size, NUM_CLASSES};
-use crate::sync::Ordering;
+use crate::core::arena::{registry, POOL_SIZE};
+use crate::core::large;
+use crate::core::os;
+use crate::core::pool::{Pool, TYPED_CLASS};
+use crate::core::size_class::{class_size, NUM_CLASSES};
+use crate::core::sync::Ordering;
 
 /// Figures for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,7 +105,9 @@ impl Stats {
     /// Bytes of address space mapped: arenas, large blocks and cached
     /// large mappings.
     pub fn mapped_bytes(&self) -> usize {
-        self.arenas * crate::arena::ARENA_SIZE + self.large_mapped_bytes + self.large_cached_bytes
+        self.arenas * crate::core::arena::ARENA_SIZE
+            + self.large_mapped_bytes
+            + self.large_cached_bytes
     }
 
     /// Bytes that may be committed (backed by memory): touched pool pages,
@@ -174,7 +176,7 @@ pub(crate) fn snapshot() -> Stats {
         classes,
         arenas: totals.arenas,
         pools,
-        abandoned_pools: crate::heap::abandoned().count(),
+        abandoned_pools: crate::core::heap::abandoned().count(),
         header_bytes: totals.arenas * POOL_SIZE,
         free_slot_bytes: totals.free_slots * POOL_SIZE,
         dirty_bytes: totals.dirty_slots * POOL_SIZE,
@@ -239,7 +241,7 @@ impl fmt::Display for Stats {
             f,
             "arenas: {} mapped ({}), {} unmapped so far; pools: {} ({} abandoned)",
             self.arenas,
-            Bytes(self.arenas * crate::arena::ARENA_SIZE),
+            Bytes(self.arenas * crate::core::arena::ARENA_SIZE),
             self.arenas_unmapped,
             self.pools,
             self.abandoned_pools
@@ -267,7 +269,7 @@ impl fmt::Display for Stats {
 pub(crate) fn print() {
     use core::fmt::Write;
     let stats = snapshot();
-    let mut out = crate::report::StderrWriter::new();
+    let mut out = crate::core::diag::StderrWriter::new();
     let _ = write!(out, "strata-alloc stats\n{stats}");
 }
 

@@ -19,9 +19,9 @@
 use core::cell::Cell;
 use core::ptr;
 
-use crate::arena::{SlotRun, POOL_SIZE, SLOT_META_SIZE};
-use crate::size_class::{pool_capacity, pool_slots, CLASS_SIZES};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::core::arena::{SlotRun, POOL_SIZE, SLOT_META_SIZE};
+use crate::core::size_class::{pool_capacity, pool_slots, CLASS_SIZES};
+use crate::core::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// A free block: its first word links to the next free block.
 #[repr(C)]
@@ -131,7 +131,7 @@ impl Pool {
 
     /// The slot run this pool occupies, to give back to the registry.
     pub(crate) fn slot_run(&self) -> SlotRun {
-        let arena = crate::arena::arena_of(self.start);
+        let arena = crate::core::arena::arena_of(self.start);
         let first = (self.start.addr() - arena.addr()) / POOL_SIZE;
         SlotRun {
             arena,
@@ -303,8 +303,8 @@ fn append(head: *mut Block, rest: *mut Block) -> *mut Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arena::Registry;
-    use crate::size_class::class_index;
+    use crate::core::arena::Registry;
+    use crate::core::size_class::class_index;
 
     fn with_pool(class: usize, f: impl FnOnce(&Pool)) {
         let registry = Registry::new();

@@ -232,7 +232,7 @@ pub(crate) fn abort_with(reason: &[u8]) -> ! {
 /// `__cxa_thread_atexit_impl`, which calls `calloc`).
 pub(crate) struct ThreadExitKey {
     #[cfg(not(any(miri, loom)))]
-    key: crate::sync::AtomicUsize,
+    key: crate::core::sync::AtomicUsize,
 }
 
 /// `pthread_key_t` is an unsigned int; we store key + 1 so 0 means "none".
@@ -240,7 +240,7 @@ impl ThreadExitKey {
     pub(crate) const fn new() -> Self {
         ThreadExitKey {
             #[cfg(not(any(miri, loom)))]
-            key: crate::sync::AtomicUsize::new(0),
+            key: crate::core::sync::AtomicUsize::new(0),
         }
     }
 
@@ -254,7 +254,7 @@ impl ThreadExitKey {
         }
         #[cfg(not(any(miri, loom)))]
         {
-            use crate::sync::Ordering;
+            use crate::core::sync::Ordering;
             if self.key.load(Ordering::Acquire) != 0 {
                 return true;
             }
@@ -297,7 +297,7 @@ impl ThreadExitKey {
         }
         #[cfg(not(any(miri, loom)))]
         {
-            let key = self.key.load(crate::sync::Ordering::Acquire);
+            let key = self.key.load(crate::core::sync::Ordering::Acquire);
             // SAFETY: `key - 1` is a key created by `create`.
             unsafe {
                 libc::pthread_setspecific((key - 1) as libc::pthread_key_t, value.cast()) == 0

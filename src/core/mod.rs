@@ -1,0 +1,23 @@
+//! Core layer: the allocator itself, and nothing else. Files here import
+//! only each other (ci/layers.txt); the features above (`insight`, the
+//! typed pools and owned heaps) reach the core through its `pub(crate)`
+//! items, and the core reaches them only through [`hooks`].
+//!
+//! Bottom-up: `sync` and `os` (the platform), `diag` (output without
+//! allocating), `arena` (OS regions cut into slots), `size_class`,
+//! `pool` (one size class, three free lists), `large` (blocks straight
+//! from the OS), `purge` (when memory goes back), `heap` (a thread's
+//! pools), then process life: `config`, `fork`, `init`.
+
+pub(crate) mod arena;
+pub(crate) mod config;
+pub(crate) mod diag;
+pub(crate) mod fork;
+pub(crate) mod heap;
+pub(crate) mod init;
+pub(crate) mod large;
+pub(crate) mod os;
+pub(crate) mod pool;
+pub(crate) mod purge;
+pub(crate) mod size_class;
+pub(crate) mod sync;
