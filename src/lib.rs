@@ -78,8 +78,7 @@ pub use crate::insight::stats::{ClassStats, Stats};
 pub use owned::{Heap, HeapStats};
 pub use typed::{PoolBox, TypedPool, TypedPoolStats};
 
-use crate::core::size_class::{class_for, CLASS_SIZES};
-use crate::core::{arena, heap, large, pool, purge};
+use crate::core::entry;
 use crate::insight::stats;
 
 /// The strata allocator. Install it with `#[global_allocator]`.
@@ -92,122 +91,24 @@ pub struct Strata;
 unsafe impl GlobalAlloc for Strata {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
-            Some(class) => alloc_small(class),
-            None => alloc_large(layout.size(), layout.align(), false),
-        }
+        entry::alloc(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The layout tells small from large without reading metadata.
-        if class_for(layout.size(), layout.align()).is_some() {
-            // Counted by the block's own size, not the layout's: a block
-            // shrunk in place by `realloc` is bigger than its layout says.
-            // SAFETY: `ptr` is a live small block (GlobalAlloc contract).
-            heap::count_free(ptr, || unsafe { small_block_size(ptr) });
-            // SAFETY: as above.
-            unsafe { heap::free(ptr) };
-        } else {
-            // SAFETY: `ptr` is a live large block (GlobalAlloc contract).
-            unsafe { free_large(ptr) }
-        }
+        // SAFETY: a live block allocated with `layout` (GlobalAlloc contract).
+        unsafe { entry::dealloc(ptr, layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
-            Some(class) => {
-                let p = alloc_small(class);
-                if !p.is_null() {
-                    // SAFETY: the block holds at least `layout.size()` bytes.
-                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
-                }
-                p
-            }
-            // Fresh mappings are already zero: no memset.
-            None => alloc_large(layout.size(), layout.align(), true),
-        }
+        entry::alloc_zeroed(layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let align = layout.align();
-        match (class_for(layout.size(), align), class_for(new_size, align)) {
-            (Some(old), Some(new)) => {
-                let block = CLASS_SIZES[old] as usize;
-                // Same class, or a shrink that keeps at least half the block.
-                if old == new || (new_size <= block && new_size >= block / 2) {
-                    return ptr;
-                }
-            }
-            // SAFETY: `ptr` is a live large block; the new size is large too.
-            (None, None) => return unsafe { realloc_large(ptr, new_size) },
-            _ => {}
-        }
-        // SAFETY: `new_size` with the old alignment is a valid layout
-        // (GlobalAlloc contract).
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: non-zero size (contract).
-        let new = unsafe { self.alloc(new_layout) };
-        if !new.is_null() {
-            // SAFETY: both blocks are live, disjoint and large enough.
-            unsafe {
-                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.dealloc(ptr, layout);
-            }
-        }
-        new
+        // SAFETY: forwarded GlobalAlloc contract.
+        unsafe { entry::realloc(ptr, layout, new_size) }
     }
-}
-
-/// Allocates a block of `class` from the thread heap, counting it.
-#[inline(always)]
-fn alloc_small(class: usize) -> *mut u8 {
-    let (p, counting) = heap::alloc(class);
-    if counting && !p.is_null() {
-        heap::count_alloc(p, CLASS_SIZES[class] as usize);
-    }
-    p
-}
-
-/// Maps a large block, counting it.
-fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    let p = large::alloc(size, align, zeroed);
-    if !p.is_null() {
-        // SAFETY: `p` is a live large block.
-        heap::count_large_alloc(p, unsafe { large::usable_size(p) });
-    }
-    p
-}
-
-/// Frees a large block, counting it.
-///
-/// # Safety
-/// `ptr` must be a live large block.
-unsafe fn free_large(ptr: *mut u8) {
-    // SAFETY: a live large block (caller).
-    let bytes = unsafe { large::usable_size(ptr) };
-    heap::count_large_free(ptr, bytes);
-    // SAFETY: as above.
-    unsafe { large::free(ptr) };
-}
-
-/// Resizes a large block to a large size, counting it as a free and an
-/// allocation.
-///
-/// # Safety
-/// `ptr` must be a live large block.
-unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
-    // SAFETY: a live large block (caller).
-    let old = unsafe { large::usable_size(ptr) };
-    // SAFETY: as above.
-    let new = unsafe { large::realloc(ptr, new_size) };
-    if !new.is_null() {
-        heap::count_large_free(ptr, old);
-        // SAFETY: `new` is a live large block.
-        heap::count_large_alloc(new, unsafe { large::usable_size(new) });
-    }
-    new
 }
 
 /// Bytes usable in the block at `ptr` (at least the size it was allocated
@@ -216,23 +117,8 @@ unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// # Safety
 /// `ptr` must be a live block allocated by [`Strata`].
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
-    // SAFETY: `ptr` is a live block (caller).
-    unsafe {
-        if large::is_large(ptr) {
-            large::usable_size(ptr)
-        } else {
-            small_block_size(ptr)
-        }
-    }
-}
-
-/// The size of small block `ptr`, read from its pool.
-///
-/// # Safety
-/// `ptr` must be a live small block.
-unsafe fn small_block_size(ptr: *const u8) -> usize {
-    // SAFETY: a live small block's pool record is initialised (caller).
-    unsafe { (*arena::pool_meta_of(ptr).cast::<pool::Pool>()).block_size as usize }
+    // SAFETY: forwarded contract.
+    unsafe { entry::usable_size(ptr) }
 }
 
 /// Allocation for C-style interfaces (`malloc`, `free`, `realloc`), where
@@ -249,13 +135,10 @@ pub mod raw {
         let Ok(layout) = Layout::from_size_align(size, align) else {
             return ptr::null_mut();
         };
-        // SAFETY: the layout has a non-zero size.
-        unsafe {
-            if zeroed {
-                Strata.alloc_zeroed(layout)
-            } else {
-                Strata.alloc(layout)
-            }
+        if zeroed {
+            entry::alloc_zeroed(layout)
+        } else {
+            entry::alloc(layout)
         }
     }
 
@@ -264,17 +147,9 @@ pub mod raw {
     /// # Safety
     /// `ptr` must be null or a live block of this allocator.
     pub unsafe fn free(ptr: *mut u8) {
-        if ptr.is_null() {
-            return;
-        }
-        // SAFETY: a live block (caller).
-        unsafe {
-            if large::is_large(ptr) {
-                free_large(ptr);
-            } else {
-                heap::count_free(ptr, || small_block_size(ptr));
-                heap::free(ptr);
-            }
+        if !ptr.is_null() {
+            // SAFETY: a live block (caller).
+            unsafe { entry::free(ptr) }
         }
     }
 
@@ -288,27 +163,8 @@ pub mod raw {
         if ptr.is_null() {
             return alloc(new_size, 16, false);
         }
-        let new_size = new_size.max(1);
         // SAFETY: a live block (caller).
-        let (is_large, usable) = unsafe { (large::is_large(ptr), usable_size(ptr)) };
-        let stays_small = class_for(new_size, 16).is_some();
-        if !is_large && stays_small && new_size <= usable && new_size >= usable / 2 {
-            return ptr;
-        }
-        if is_large && !stays_small {
-            // SAFETY: a live large block.
-            return unsafe { realloc_large(ptr, new_size) };
-        }
-        let new = alloc(new_size, 16, false);
-        if !new.is_null() {
-            // SAFETY: both blocks are live and disjoint; `usable` bytes of
-            // the old block are readable.
-            unsafe {
-                ptr::copy_nonoverlapping(ptr, new, usable.min(new_size));
-                free(ptr);
-            }
-        }
-        new
+        unsafe { entry::realloc_unsized(ptr, new_size.max(1)) }
     }
 }
 
@@ -327,7 +183,20 @@ pub fn print_stats() {
 /// `mi_collect(true)`: the calling thread's empty pools, empty pools left
 /// by exited threads, and every free arena slot; empty arenas are unmapped.
 pub fn release_memory() {
-    heap::with_heap(|heap| heap.release_empty_pools());
-    heap::abandoned().sweep(arena::registry());
-    purge::purge_all();
+    entry::release_memory()
 }
+
+/// Process start, when the program (or `libstrata.so`) is loaded: installs
+/// the exit report into the core's hooks, runs the core's start steps and
+/// creates the thread-exit key early (see `core::init`).
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = {
+    extern "C" fn at_load() {
+        crate::core::hooks::install_exit_report(stats::print);
+        crate::core::init::ensure();
+        crate::core::thread::create_exit_key();
+    }
+    at_load
+};

@@ -8,11 +8,13 @@
 //! are per-execution, so each model iteration starts from an empty
 //! allocator.
 
+use crate::core::abandoned;
 use crate::core::arena::{self, SlotRun};
-use crate::core::heap::{self, Heap};
+use crate::core::heap::Heap;
 use crate::core::pool::{Pool, ABANDONED};
 use crate::core::size_class;
 use crate::core::sync::RawLock;
+use crate::core::thread;
 
 pub use crate::core::arena::{ARENA_SIZE, POOL_SIZE, SLOTS_PER_ARENA};
 pub use crate::core::size_class::NUM_CLASSES;
@@ -168,7 +170,7 @@ impl PoolRef {
 /// Allocates a block of `class` from the calling thread's heap (the path
 /// `Strata::alloc` takes).
 pub fn alloc(class: usize) -> *mut u8 {
-    heap::alloc(class).0
+    thread::alloc(class).0
 }
 
 /// Frees `p` through the calling thread's heap (the path `Strata::dealloc`
@@ -178,35 +180,35 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// `p` must be a live small block of the allocator.
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { heap::free(p) }
+    unsafe { thread::free(p) }
 }
 
 /// What the thread-exit key destructor does (`Heap::exit`): under loom
 /// the `pthread` key is not registered, so a model calls this at the end
 /// of a thread.
 pub fn thread_exit() {
-    heap::with_heap(Heap::exit)
+    thread::with_heap(Heap::exit)
 }
 
 /// Pools the calling thread's heap owns.
 pub fn heap_pools() -> usize {
-    heap::with_heap(|h| h.usage().0)
+    thread::with_heap(|h| h.usage().0)
 }
 
 /// Returns the calling thread's empty pools to the registry.
 pub fn release_empty_pools() {
-    heap::with_heap(Heap::release_empty_pools)
+    thread::with_heap(Heap::release_empty_pools)
 }
 
 /// Collects remote frees into abandoned pools and releases the empty ones
 /// (`Abandoned::sweep`).
 pub fn sweep_abandoned() {
-    heap::abandoned().sweep(arena::registry())
+    abandoned::abandoned().sweep(arena::registry())
 }
 
 /// Pools on the abandoned lists.
 pub fn abandoned_pools() -> usize {
-    heap::abandoned().count()
+    abandoned::abandoned().count()
 }
 
 // -------------------------------------------------------------- arenas --
@@ -355,37 +357,8 @@ pub struct Profiler<const S: usize, const F: usize, const B: usize> {
 #[cfg(feature = "sampling")]
 pub type SmallProfiler = Profiler<4, 4, 2>;
 
-/// One row of what a report reads from the site table.
 #[cfg(feature = "sampling")]
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SiteCounts {
-    /// The stack (empty for the "other" site).
-    pub stack: Vec<usize>,
-    /// Whether this is the "other" site (the table was full).
-    pub other: bool,
-    /// Samples taken.
-    pub samples: u64,
-    /// Estimated bytes allocated.
-    pub bytes: u64,
-    /// Estimated blocks allocated (scaled by 1024).
-    pub blocks: u64,
-    /// Samples freed (or untracked).
-    pub freed_samples: u64,
-    /// Estimated bytes freed.
-    pub freed_bytes: u64,
-    /// Estimated blocks freed (scaled by 1024).
-    pub freed_blocks: u64,
-    /// Samples the live table had no room for.
-    pub untracked_samples: u64,
-}
-
-#[cfg(feature = "sampling")]
-impl SiteCounts {
-    /// Estimated bytes allocated and not freed.
-    pub fn live_bytes(&self) -> u64 {
-        self.bytes.saturating_sub(self.freed_bytes)
-    }
-}
+pub use crate::insight::sample::SiteCounts;
 
 #[cfg(feature = "sampling")]
 impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {

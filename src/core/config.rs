@@ -4,13 +4,15 @@
 //! - `STRATA_PURGE_DELAY`: milliseconds freed pool memory stays committed
 //!   before it is returned to the OS (default 10; 0 returns it at once; at
 //!   most [`MAX_PURGE_DELAY_MS`]).
-//! - `STRATA_SHOW_STATS`: `1` prints the stats report to stderr at exit.
+//! - `STRATA_SHOW_STATS`: `1` prints the stats report to stderr at exit
+//!   (the report the crate installs in [`hooks`]).
 //!
 //! A malformed value gets one warning line on stderr and the default. In a
 //! setuid or setgid program (`AT_SECURE`) the variables are ignored, as
 //! glibc ignores `MALLOC_*` there.
 
 use crate::core::arena::registry;
+use crate::core::hooks;
 use crate::core::os;
 use crate::core::sync::Ordering;
 
@@ -50,7 +52,7 @@ pub(crate) fn init() {
     }
     if let Some(value) = os::secure_env_var(c"STRATA_SHOW_STATS") {
         match value {
-            b"1" | b"true" | b"yes" => crate::insight::stats::print_at_exit(),
+            b"1" | b"true" | b"yes" => os::at_exit(hooks::exit_report),
             b"0" | b"false" | b"no" | b"" => {}
             _ => os::write_stderr(
                 b"strata-alloc: STRATA_SHOW_STATS must be 1 or 0; not printing stats\n",

@@ -12,13 +12,13 @@ pub(crate) fn register() {
 }
 
 pub(crate) extern "C" fn prepare() {
-    crate::core::heap::abandoned().lock().lock();
+    crate::core::abandoned::abandoned().lock().lock();
     crate::core::arena::registry().lock().lock();
-    crate::core::large::cache().lock().lock();
+    crate::core::large_cache::cache().lock().lock();
 }
 
 pub(crate) extern "C" fn release() {
-    crate::core::large::cache().lock().unlock();
+    crate::core::large_cache::cache().lock().unlock();
     crate::core::arena::registry().lock().unlock();
-    crate::core::heap::abandoned().lock().unlock();
+    crate::core::abandoned::abandoned().lock().unlock();
 }

@@ -1,6 +1,7 @@
-//! Process start: what the allocator sets up once per process — the
-//! `STRATA_*` configuration, the `fork` handlers and the thread-exit key —
-//! run from an ELF constructor, before `main` and outside any allocation.
+//! Core layer: process start — what the allocator sets up once per
+//! process: the `STRATA_*` configuration and the `fork` handlers. The
+//! crate's ELF constructor (`lib.rs`) runs it before `main` and outside
+//! any allocation, then creates the thread-exit key (`thread`).
 //!
 //! None of it may run inside `malloc`: `pthread_atfork` and `atexit` take
 //! glibc locks that glibc also holds while it calls `malloc` to grow their
@@ -20,17 +21,5 @@ pub(crate) fn ensure() {
     if !DONE.swap(true, Ordering::Relaxed) {
         crate::core::config::init();
         crate::core::fork::register();
-        crate::core::heap::create_exit_key();
     }
 }
-
-/// Runs [`ensure`] when the program (or `libstrata.so`) is loaded.
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-#[used]
-#[link_section = ".init_array"]
-static AT_LOAD: extern "C" fn() = {
-    extern "C" fn at_load() {
-        ensure();
-    }
-    at_load
-};

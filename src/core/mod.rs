@@ -9,15 +9,21 @@
 //! from the OS), `purge` (when memory goes back), `heap` (a thread's
 //! pools), then process life: `config`, `fork`, `init`.
 
+pub(crate) mod abandoned;
 pub(crate) mod arena;
 pub(crate) mod config;
+pub(crate) mod counters;
 pub(crate) mod diag;
+pub(crate) mod entry;
 pub(crate) mod fork;
 pub(crate) mod heap;
+pub(crate) mod hooks;
 pub(crate) mod init;
 pub(crate) mod large;
+pub(crate) mod large_cache;
 pub(crate) mod os;
 pub(crate) mod pool;
 pub(crate) mod purge;
 pub(crate) mod size_class;
 pub(crate) mod sync;
+pub(crate) mod thread;

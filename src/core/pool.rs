@@ -19,7 +19,7 @@
 use core::cell::Cell;
 use core::ptr;
 
-use crate::core::arena::{SlotRun, POOL_SIZE, SLOT_META_SIZE};
+use crate::core::arena::{Registry, SlotRun, POOL_SIZE, SLOT_META_SIZE};
 use crate::core::size_class::{pool_capacity, pool_slots, CLASS_SIZES};
 use crate::core::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -298,6 +298,17 @@ fn append(head: *mut Block, rest: *mut Block) -> *mut Block {
         (*tail).next = rest;
     }
     head
+}
+
+/// Gives an empty pool's slots back to the registry.
+///
+/// # Safety
+/// The pool must hold no live block and be in no list.
+pub(crate) unsafe fn release_pool(registry: &Registry, pool: &Pool) {
+    debug_assert_eq!(pool.used(), 0);
+    let run = pool.slot_run();
+    // SAFETY: forwarded contract; the pool record is not used afterwards.
+    unsafe { registry.release(run) };
 }
 
 #[cfg(test)]

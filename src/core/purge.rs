@@ -16,7 +16,6 @@
 //! more resident memory than a whole pool of small blocks.
 
 use crate::core::arena::registry;
-use crate::core::large;
 use crate::core::os;
 use crate::core::pool::{Block, Pool};
 use crate::core::size_class::{class_size, NUM_CLASSES};
@@ -41,13 +40,13 @@ const PURGED_MARK: usize = 0x5354_5241_5441_5055; // "STRATAPU"
 #[inline]
 pub(crate) fn maybe_purge() {
     registry().maybe_purge();
-    large::cache().maybe_purge();
+    crate::core::large_cache::cache().maybe_purge();
 }
 
 /// Purges everything now, regardless of the delay.
 pub(crate) fn purge_all() {
     registry().purge(true);
-    large::cache().purge(true);
+    crate::core::large_cache::cache().purge(true);
 }
 
 /// Returns the inner pages of `pool`'s free blocks (on its `free` and

@@ -51,8 +51,9 @@ use core::cmp::Reverse;
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::core::heap::{self, Counts};
+use crate::core::counters::{self, Counts};
 use crate::core::size_class::{class_size, NUM_CLASSES};
+use crate::core::thread;
 use crate::insight::stats::Bytes;
 
 /// Sampled call-site profiling with backtraces (feature `sampling`): which
@@ -129,7 +130,7 @@ pub struct Totals {
 impl Totals {
     /// The totals now.
     pub fn now() -> Totals {
-        Totals::from(heap::counter_totals())
+        Totals::from(counters::counter_totals())
     }
 
     /// Bytes allocated and not freed (as counted; blocks allocated and
@@ -172,21 +173,21 @@ pub struct Counting(());
 impl Counting {
     /// Turns counting on until the guard drops.
     pub fn start() -> Counting {
-        heap::start_counting();
+        thread::start_counting();
         Counting(())
     }
 }
 
 impl Drop for Counting {
     fn drop(&mut self) {
-        heap::stop_counting();
+        thread::stop_counting();
     }
 }
 
 /// Whether allocations are being counted (a [`Counting`] or [`Scope`] is
 /// alive).
 pub fn is_counting() -> bool {
-    heap::counting()
+    thread::counting()
 }
 
 /// What is in use at one moment: per size class and for large blocks,
@@ -393,8 +394,8 @@ pub struct Scope {
 impl Scope {
     /// Starts measuring (and counting, until the scope ends).
     pub fn begin() -> Scope {
-        heap::start_counting();
-        let (start_net, outer_peak) = heap::with_thread_counters(|c| {
+        thread::start_counting();
+        let (start_net, outer_peak) = thread::with_thread_counters(|c| {
             let net = c.net();
             let outer = c.peak();
             c.set_peak(net);
@@ -427,12 +428,12 @@ impl Scope {
     /// Restores the enclosing scope's peak; returns this scope's.
     fn finish(&mut self) -> isize {
         self.ended = true;
-        let peak = heap::with_thread_counters(|c| {
+        let peak = thread::with_thread_counters(|c| {
             let peak = c.peak();
             c.set_peak(peak.max(self.outer_peak));
             peak
         });
-        heap::stop_counting();
+        thread::stop_counting();
         peak
     }
 }

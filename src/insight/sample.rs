@@ -43,8 +43,9 @@ use core::fmt;
 use core::sync::atomic as owner_only;
 use std::collections::HashMap;
 
-use crate::core::heap;
+use crate::core::hooks::{self, SamplerHooks};
 use crate::core::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawLock};
+use crate::core::thread;
 use crate::insight::stats::Bytes;
 
 /// `const fn` items, plain `fn`s under `cfg(loom)` (loom's atomics have no
@@ -633,16 +634,48 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
     }
 }
 
+/// One row of what a report reads from the site table.
+#[cfg(loom)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// The stack (empty for the "other" site).
+    pub stack: Vec<usize>,
+    /// Whether this is the "other" site (the table was full).
+    pub other: bool,
+    /// Samples taken.
+    pub samples: u64,
+    /// Estimated bytes allocated.
+    pub bytes: u64,
+    /// Estimated blocks allocated (scaled by 1024).
+    pub blocks: u64,
+    /// Samples freed (or untracked).
+    pub freed_samples: u64,
+    /// Estimated bytes freed.
+    pub freed_bytes: u64,
+    /// Estimated blocks freed (scaled by 1024).
+    pub freed_blocks: u64,
+    /// Samples the live table had no room for.
+    pub untracked_samples: u64,
+}
+
+#[cfg(loom)]
+impl SiteCounts {
+    /// Estimated bytes allocated and not freed.
+    pub fn live_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.freed_bytes)
+    }
+}
+
 /// What `loom_api` reads of a profile: the real readers, nothing more.
 #[cfg(loom)]
 impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
     /// Every site with samples, as the report reads them
     /// (`SiteTable::read`), the "other" site last.
-    pub(crate) fn loom_sites(&self) -> Vec<crate::loom_api::SiteCounts> {
+    pub(crate) fn loom_sites(&self) -> Vec<SiteCounts> {
         self.sites
             .read()
             .into_iter()
-            .map(|(stack, c, other)| crate::loom_api::SiteCounts {
+            .map(|(stack, c, other)| SiteCounts {
                 stack,
                 other,
                 samples: c.samples,
@@ -729,14 +762,14 @@ fn control() -> &'static Control {
 }
 
 // ---------------------------------------------------------------------------
-// Per-thread state, in the heap's `Counters`
+// Per-thread state
 // ---------------------------------------------------------------------------
 
-/// A thread's sampling state. Only the owner thread touches it (relaxed
-/// atomics, i.e. plain loads and stores, because `Counters` is shared).
-/// Being owner-only it is no concurrent protocol, and it lives in the
-/// `const`-initialised thread-local `Counters` (under loom too): its
-/// atomics are `core`'s, not `crate::sync`'s.
+/// A thread's sampling state, in a `const`-initialised thread-local
+/// without destructor (a plain TLS slot). Only the owner thread touches it
+/// (relaxed atomics, i.e. plain loads and stores, as in the thread's
+/// counters); being owner-only it is no concurrent protocol, so its
+/// atomics are `core`'s, not `crate::core::sync`'s, under loom too.
 pub(crate) struct ThreadSampler {
     /// The session the countdown was drawn for.
     epoch: owner_only::AtomicUsize,
@@ -759,10 +792,10 @@ impl ThreadSampler {
         }
     }
 
-    /// A block of `bytes` at `ptr` was allocated by the owner (called from
-    /// `Counters::count_alloc`, only while counting).
+    /// A block of `bytes` at `ptr` was allocated by the owner (through
+    /// [`HOOKS`], from `Counters::count_alloc`, only while counting).
     #[inline]
-    pub(crate) fn on_alloc(&self, ptr: *mut u8, bytes: usize) {
+    fn on_alloc(&self, ptr: *mut u8, bytes: usize) {
         let profiler = profiler();
         let interval = profiler.interval.load(Ordering::Relaxed);
         if interval != 0 {
@@ -845,11 +878,28 @@ impl ThreadSampler {
     }
 }
 
-/// The block at `ptr` is being freed (called from `Counters::count_free`,
-/// only while counting).
-#[inline]
-pub(crate) fn on_free(ptr: *mut u8) {
+/// The block at `ptr` is being freed (through [`HOOKS`], from
+/// `Counters::count_free`, only while counting).
+fn on_free(ptr: *mut u8) {
     profiler().free(ptr.addr());
+}
+
+fn on_alloc(ptr: *mut u8, bytes: usize) {
+    SAMPLER.with(|s| s.on_alloc(ptr, bytes));
+}
+
+/// What the core calls on counted allocations and frees, installed by the
+/// first [`Sampling`] guard.
+static HOOKS: SamplerHooks = SamplerHooks { on_alloc, on_free };
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static SAMPLER: ThreadSampler = const { ThreadSampler::new() };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static SAMPLER: ThreadSampler = ThreadSampler::new();
 }
 
 /// Fills `stack` with the calling thread's return addresses, innermost
@@ -904,13 +954,14 @@ impl Sampling {
     /// (smaller: more precise, slower).
     pub fn with_interval(mean_bytes: usize) -> Sampling {
         let control = control();
+        hooks::install_sampler(&HOOKS);
         control.lock.with(|| {
             if control.active.load(Ordering::Relaxed) == 0 {
                 profiler().begin(mean_bytes);
             }
             control.active.fetch_add(1, Ordering::Relaxed);
         });
-        heap::start_counting();
+        thread::start_counting();
         Sampling(())
     }
 
@@ -930,7 +981,7 @@ impl Sampling {
 
 impl Drop for Sampling {
     fn drop(&mut self) {
-        heap::stop_counting();
+        thread::stop_counting();
         let control = control();
         control.lock.with(|| {
             if control.active.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -1206,8 +1257,8 @@ impl Report {
     /// are read from the binary's debug information the first time. The
     /// calling thread's allocations meanwhile are not sampled.
     pub fn take() -> Report {
-        heap::with_thread_counters(|c| {
-            c.without_sampling(|| Report {
+        SAMPLER.with(|s| {
+            s.paused(|| Report {
                 interval: profiler().session_interval.load(Ordering::Relaxed),
                 sites: build_sites(profiler().sites.read(), resolve),
             })

@@ -12,6 +12,7 @@
 
 use core::fmt;
 
+use crate::core::abandoned;
 use crate::core::arena::{registry, POOL_SIZE};
 use crate::core::large;
 use crate::core::os;
@@ -176,7 +177,7 @@ pub(crate) fn snapshot() -> Stats {
         classes,
         arenas: totals.arenas,
         pools,
-        abandoned_pools: crate::core::heap::abandoned().count(),
+        abandoned_pools: abandoned::abandoned().count(),
         header_bytes: totals.arenas * POOL_SIZE,
         free_slot_bytes: totals.free_slots * POOL_SIZE,
         dirty_bytes: totals.dirty_slots * POOL_SIZE,
@@ -185,7 +186,7 @@ pub(crate) fn snapshot() -> Stats {
         large_blocks: large::LARGE_BLOCKS.load(Ordering::Relaxed),
         large_bytes: large::LARGE_USABLE.load(Ordering::Relaxed),
         large_mapped_bytes: large::LARGE_MAPPED.load(Ordering::Relaxed),
-        large_cached_bytes: large::cache().cached_bytes(),
+        large_cached_bytes: crate::core::large_cache::cache().cached_bytes(),
         purged_bytes: totals.purged_bytes,
         arenas_unmapped: totals.arenas_unmapped,
         resident_bytes: os::resident_bytes(),
@@ -271,13 +272,4 @@ pub(crate) fn print() {
     let stats = snapshot();
     let mut out = crate::core::diag::StderrWriter::new();
     let _ = write!(out, "strata-alloc stats\n{stats}");
-}
-
-extern "C" fn print_at_exit_hook() {
-    print();
-}
-
-/// Registers the report to be printed at exit.
-pub(crate) fn print_at_exit() {
-    os::at_exit(print_at_exit_hook);
 }

@@ -1,0 +1,282 @@
+//! Core layer: the thread heap — the calling thread's [`Heap`] and
+//! [`Counters`] in one `const`-initialised thread-local, how the heap
+//! starts (id, exit destructor, listed counters) and how it ends.
+//!
+//! A heap starts (gets its id, registers the exit destructor, lists its
+//! counters) on its thread's first slow path, outside any `&mut Heap`:
+//! registering may call `calloc`, which re-enters the allocator.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+
+use crate::core::counters::{live_counters, Counters};
+use crate::core::heap::{self, Heap};
+use crate::core::os;
+use crate::core::sync::Ordering;
+
+/// A thread's allocator state: its heap, and its counters beside it (not
+/// inside it, so that other threads may read the counters while the owner
+/// holds `&mut Heap`).
+struct ThreadHeap {
+    heap: UnsafeCell<Heap>,
+    counters: Counters,
+}
+
+impl ThreadHeap {
+    const fn new() -> Self {
+        ThreadHeap {
+            heap: UnsafeCell::new(Heap::new()),
+            counters: Counters::new(),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static HEAP: ThreadHeap = const { ThreadHeap::new() };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static HEAP: ThreadHeap = ThreadHeap::new();
+}
+
+/// Allocates a block of `class` from the calling thread's heap (null when
+/// out of memory), and says whether the thread counts its allocations.
+#[inline(always)]
+pub(crate) fn alloc(class: usize) -> (*mut u8, bool) {
+    let (p, counting) = with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()));
+    if p.is_null() {
+        return alloc_unstarted(class);
+    }
+    (p, counting)
+}
+
+/// [`alloc`] after a null: starts the heap if it had not started, and
+/// tries again (else the null means out of memory).
+#[cold]
+#[inline(never)]
+fn alloc_unstarted(class: usize) -> (*mut u8, bool) {
+    if !start_thread() {
+        return (ptr::null_mut(), false);
+    }
+    with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()))
+}
+
+/// Frees small block `p` through the calling thread's heap.
+///
+/// # Safety
+/// `p` must be a live small block of this allocator.
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    if with_heap(|heap| unsafe { heap.free(p) }) {
+        start_thread();
+    }
+}
+
+/// Starts the calling thread's heap if it has not started: gives it an id,
+/// then registers the thread-exit destructor and lists the thread's
+/// counters. Returns whether it started the heap now.
+///
+/// Runs with no `&mut Heap` alive: `pthread_setspecific` may `calloc`,
+/// and that allocation re-enters the allocator, which finds the heap
+/// already started.
+#[cold]
+#[inline(never)]
+pub(crate) fn start_thread() -> bool {
+    let starting = with_heap(|heap| {
+        if heap.id != 0 {
+            return false;
+        }
+        heap.id = heap::NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+        true
+    });
+    if !starting {
+        return false;
+    }
+    crate::core::init::ensure();
+    // Counters are listed only if the exit destructor will unlist them
+    // (never under Miri and loom, which have no thread-exit key).
+    if register_exit() {
+        let slot = live_counters().claim(thread_counters());
+        with_heap(|heap| heap.counters_slot = slot);
+    }
+    true
+}
+
+/// The key whose destructor abandons a thread's heap.
+static THREAD_EXIT: os::ThreadExitKey = os::ThreadExitKey::new();
+
+/// Creates the thread-exit key (at process start, so that it is one of the
+/// first keys: `pthread_setspecific` allocates for keys past the first 32).
+#[cfg_attr(any(miri, loom), allow(dead_code))]
+pub(crate) fn create_exit_key() {
+    THREAD_EXIT.create(on_thread_exit);
+}
+
+/// Arranges for [`on_thread_exit`] to run when the calling thread exits;
+/// returns false if it cannot.
+fn register_exit() -> bool {
+    let heap = HEAP.with(|t| t.heap.get());
+    #[cfg(test)]
+    if tests::NO_EXIT_KEY.load(Ordering::Relaxed) {
+        return register_exit_fallback();
+    }
+    THREAD_EXIT.set(heap.cast(), on_thread_exit) || register_exit_fallback()
+}
+
+/// When the OS has no `pthread` key left (or no memory for its value), a
+/// `thread_local!` destructor runs [`on_thread_exit`] instead (it registers
+/// through `__cxa_thread_atexit_impl`, which may `calloc`: fine here, no
+/// heap is borrowed).
+#[cfg(not(any(miri, loom)))]
+fn register_exit_fallback() -> bool {
+    struct ExitGuard;
+    impl Drop for ExitGuard {
+        fn drop(&mut self) {
+            // SAFETY: the thread is exiting; the destructor ignores its argument.
+            unsafe { on_thread_exit(ptr::null_mut()) }
+        }
+    }
+    std::thread_local! {
+        static EXIT_GUARD: ExitGuard = const { ExitGuard };
+    }
+    EXIT_GUARD.try_with(|_| ()).is_ok()
+}
+
+#[cfg(any(miri, loom))]
+fn register_exit_fallback() -> bool {
+    false
+}
+
+/// Runs `f` on the calling thread's heap.
+#[inline(always)]
+pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
+    with_counted_heap(|heap, _| f(heap))
+}
+
+/// Runs `f` on the calling thread's heap and counters.
+#[inline(always)]
+pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
+    // SAFETY: the heap is only reached through this function, which is not
+    // re-entered while `f` runs (the allocator never allocates inside
+    // itself), so the `&mut` is unique.
+    HEAP.with(|t| f(unsafe { &mut *t.heap.get() }, &t.counters))
+}
+
+/// The calling thread's counters (for `profile`, outside the allocator).
+pub(crate) fn with_thread_counters<R>(f: impl FnOnce(&Counters) -> R) -> R {
+    HEAP.with(|t| f(&t.counters))
+}
+
+/// The calling thread's counters, for the live-counters table. The pointer
+/// stays valid until the thread's TLS is freed, after its exit destructor
+/// has unlisted it.
+fn thread_counters() -> *const Counters {
+    HEAP.with(|t| &t.counters as *const Counters)
+}
+
+/// Whether allocations and frees are being counted (a `profile::Counting`
+/// or `profile::Scope` is alive).
+pub(crate) fn counting() -> bool {
+    live_counters().reasons() != 0
+}
+
+/// Adds a reason to count (`profile::Counting`, `profile::Scope`).
+pub(crate) fn start_counting() {
+    with_thread_counters(|own| live_counters().add_reason(1, own));
+}
+
+/// Removes a reason to count, added by [`start_counting`].
+pub(crate) fn stop_counting() {
+    with_thread_counters(|own| live_counters().add_reason(-1, own));
+}
+
+/// Counts the block at `ptr`, of `bytes`, allocated by the calling thread
+/// (which is counting). Runs outside any `&mut Heap`: a sample may unwind
+/// the stack, and the unwinder may allocate.
+#[inline(never)]
+pub(crate) fn count_alloc(ptr: *mut u8, bytes: usize) {
+    with_thread_counters(|c| c.count_alloc(ptr, bytes));
+}
+
+/// Counts the block at `ptr` freed by the calling thread, if it is
+/// counting; `bytes` gives its size (only read then). Call it before the
+/// block is freed: a sampled block leaves the live table before another
+/// thread can get its address again.
+#[inline(always)]
+pub(crate) fn count_free(ptr: *mut u8, bytes: impl FnOnce() -> usize) {
+    if with_thread_counters(|c| c.enabled()) {
+        let bytes = bytes();
+        with_thread_counters(|c| c.count_free(ptr, bytes));
+    }
+}
+
+/// Counts the large block at `ptr`, of `bytes` usable bytes, allocated by
+/// the calling thread, if it is counting.
+pub(crate) fn count_large_alloc(ptr: *mut u8, bytes: usize) {
+    start_thread_if_new();
+    if with_thread_counters(|c| c.enabled()) {
+        count_alloc(ptr, bytes);
+    }
+}
+
+/// Starts the heap of a thread whose first act is a large allocation or
+/// free (those paths count into the thread's counters without the heap).
+#[inline(always)]
+fn start_thread_if_new() {
+    if with_heap(|heap| heap.id == 0) {
+        start_thread();
+    }
+}
+
+/// Counts the large block at `ptr`, of `bytes` usable bytes, freed by the
+/// calling thread, if it is counting (call it before the block is
+/// unmapped: only its address is used).
+pub(crate) fn count_large_free(ptr: *mut u8, bytes: usize) {
+    start_thread_if_new();
+    count_free(ptr, || bytes);
+}
+
+/// The `pthread` key destructor: the thread is exiting.
+unsafe extern "C" fn on_thread_exit(_heap: *mut core::ffi::c_void) {
+    with_counted_heap(|heap, counters| {
+        heap.exit();
+        heap.retire_counters(counters);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::arena;
+    use crate::core::pool::{Pool, ABANDONED};
+
+    /// Makes [`register_exit`] behave as if the OS had no `pthread` key left.
+    pub(super) static NO_EXIT_KEY: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
+
+    /// Without a `pthread` key, the `thread_local!` fallback still abandons
+    /// an exiting thread's heap: its pool with a live block is listed as
+    /// abandoned, not left owned by a dead thread.
+    #[test]
+    #[cfg(not(any(miri, loom)))]
+    fn heaps_are_abandoned_when_no_exit_key_is_left() {
+        struct Block(*mut u8);
+        // SAFETY: the block is only handed from the exiting thread to us.
+        unsafe impl Send for Block {}
+        let class = crate::core::size_class::class_for(48, 8).unwrap();
+        NO_EXIT_KEY.store(true, Ordering::Relaxed);
+        let block = std::thread::spawn(move || Block(alloc(class).0))
+            .join()
+            .unwrap();
+        NO_EXIT_KEY.store(false, Ordering::Relaxed);
+        assert!(!block.0.is_null());
+        // SAFETY: a live small block: its pool record is initialised.
+        let pool = unsafe { &*arena::pool_meta_of(block.0).cast::<Pool>() };
+        assert_eq!(pool.owner.load(Ordering::Relaxed), ABANDONED);
+        // SAFETY: live, freed once.
+        unsafe { free(block.0) };
+    }
+}
