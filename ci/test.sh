@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README): formatting, lints, every test of the
-# workspace, the musl and aarch64 builds, the tour, the preloaded C library,
-# the loom models and Miri. Sanitizers and fuzzing take longer: see
+# The project's test command (README): formatting, the layers' imports,
+# lints, every test of the workspace, the musl and aarch64 builds, the
+# tour, the preloaded C library, the loom models and Miri. Sanitizers and fuzzing take longer: see
 # ci/sanitizers.sh and fuzz/ (README, "Correctness").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "imports point down the layers (ci/layers.txt)"
+python3 ci/imports.py
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

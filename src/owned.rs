@@ -63,6 +63,7 @@ pub struct HeapStats {
 impl Heap {
     /// An empty heap; it takes memory from the arenas on first use.
     pub fn new() -> Self {
+        crate::core::init::ensure();
         Heap {
             inner: UnsafeCell::new(heap::Heap::new_owned()),
             large: UnsafeCell::new(HashSet::new()),

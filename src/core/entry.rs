@@ -56,6 +56,7 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
 ///
 /// # Safety
 /// As `GlobalAlloc::realloc`.
+#[inline]
 pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
     let align = layout.align();
     match (class_for(layout.size(), align), class_for(new_size, align)) {
@@ -86,6 +87,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
 ///
 /// # Safety
 /// `ptr` must be a live block of this allocator.
+#[inline]
 pub(crate) unsafe fn free(ptr: *mut u8) {
     // SAFETY: a live block (caller).
     unsafe {
@@ -103,6 +105,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
 ///
 /// # Safety
 /// `ptr` must be a live block of this allocator.
+#[inline]
 pub(crate) unsafe fn realloc_unsized(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: a live block (caller).
     let (is_large, usable) = unsafe { (large::is_large(ptr), usable_size(ptr)) };
@@ -141,6 +144,7 @@ fn stays_in_place(block: usize, new_size: usize) -> bool {
 ///
 /// # Safety
 /// `ptr` must be a live block of this allocator.
+#[inline]
 pub(crate) unsafe fn usable_size(ptr: *const u8) -> usize {
     // SAFETY: `ptr` is a live block (caller).
     unsafe {

@@ -100,9 +100,9 @@ impl Heap {
         }
     }
 
-    /// A heap owned by a value rather than a thread (see `owned.rs`).
+    /// A heap owned by a value rather than a thread (see `owned.rs`,
+    /// which runs the process-start steps first).
     pub(crate) fn new_owned() -> Self {
-        crate::core::init::ensure();
         Heap {
             id: NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed),
             owned: true,

@@ -3,11 +3,14 @@
 //! typed pools and owned heaps) reach the core through its `pub(crate)`
 //! items, and the core reaches them only through [`hooks`].
 //!
-//! Bottom-up: `sync` and `os` (the platform), `diag` (output without
-//! allocating), `arena` (OS regions cut into slots), `size_class`,
-//! `pool` (one size class, three free lists), `large` (blocks straight
-//! from the OS), `purge` (when memory goes back), `heap` (a thread's
-//! pools), then process life: `config`, `fork`, `init`.
+//! Bottom-up (each file imports only files before it): `sync` and `os`
+//! (the platform), `diag` (output without allocating), `arena` (OS
+//! regions cut into slots), `size_class`, `pool` (one size class, three
+//! free lists), `large_cache`, `purge` (when memory goes back), `large`
+//! (blocks straight from the OS), `abandoned` (pools of exited threads),
+//! `hooks` and `counters`, `heap` (a heap's pools), process life
+//! (`config`, `fork`, `init`), `thread` (the thread-local heap, its start
+//! and exit), and `entry`, the entry points the crate's face calls.
 
 pub(crate) mod abandoned;
 pub(crate) mod arena;
