@@ -1,3 +1,5 @@
+//! Test door (top layer, `cfg(loom)` only).
+//!
 //! A thin, hidden API over the real internals, for the loom models in
 //! `loom-tests/` (compiled only under `cfg(loom)`).
 //!

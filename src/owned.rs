@@ -1,3 +1,5 @@
+//! API layer, over the core: owned heaps.
+//!
 //! Owned heaps: mimalloc's `mi_heap_new` — a heap that belongs to a value
 //! instead of a thread, serves `allocator_api2` collections, and frees
 //! everything allocated in it at once.

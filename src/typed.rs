@@ -1,3 +1,5 @@
+//! API layer, over the core: typed pools.
+//!
 //! Typed size classes: `TypedPool<T>`, a pool whose blocks are exactly one
 //! `T` (its size rounded to its alignment), with a bounded free list of
 //! recycled blocks — CPython's per-type free lists (floats, tuples,

@@ -1,3 +1,5 @@
+//! Core layer: arenas.
+//!
 //! Arenas: big aligned OS reservations cut into fixed slots.
 //!
 //! An arena is `ARENA_SIZE` bytes aligned to `ARENA_SIZE`, so masking any

@@ -1,3 +1,5 @@
+//! Core layer: configuration.
+//!
 //! Configuration from `STRATA_*` environment variables, read once at
 //! process start (`init`), without allocating.
 //!

@@ -1,3 +1,5 @@
+//! Core layer: diagnostics.
+//!
 //! Text output without allocating: a stack-buffer `fmt::Write` over
 //! `write(2)`, used for the stats report and for fatal diagnostics.
 

@@ -1,3 +1,5 @@
+//! Core layer: `fork`.
+//!
 //! `fork` safety: the child of a multi-threaded program must find every
 //! allocator lock free. Before `fork`, the forking thread takes every lock
 //! (in the one order used everywhere: abandoned lists, arena registry,

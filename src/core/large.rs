@@ -1,3 +1,5 @@
+//! Core layer: large blocks.
+//!
 //! Large blocks: requests too big (or too aligned) for any pool, mapped
 //! straight from the OS and unmapped on free.
 //!

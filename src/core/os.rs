@@ -1,3 +1,5 @@
+//! Core layer: the platform.
+//!
 //! The OS layer: the only code in strata-alloc that talks to the operating
 //! system (and the only user of `libc`).
 //!

@@ -1,3 +1,5 @@
+//! Core layer: pools.
+//!
 //! Pools: runs of arena slots serving one size class, and their free lists.
 //!
 //! A pool's blocks are carved lazily from its start (`reserved` counts how

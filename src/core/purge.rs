@@ -1,3 +1,5 @@
+//! Core layer: purging.
+//!
 //! Giving memory back to the OS: one place that decides when.
 //!
 //! Two kinds of free memory wait for the purge delay (`STRATA_PURGE_DELAY`

@@ -1,3 +1,5 @@
+//! Core layer: size classes.
+//!
 //! Size classes: request size -> class -> block size, and the shape of the
 //! pool that serves each class.
 //!

@@ -1,3 +1,5 @@
+//! Core layer: synchronisation.
+//!
 //! Synchronisation primitives, in one place so that loom can replace them.
 //!
 //! Under `cfg(loom)` the atomics come from `loom`, which explores every

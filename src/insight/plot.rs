@@ -1,3 +1,5 @@
+//! Insight layer: plots.
+//!
 //! Memory-over-time plots (feature `plot`): record what the allocator
 //! holds while a program runs and draw it as an SVG chart.
 //!

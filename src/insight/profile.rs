@@ -1,3 +1,5 @@
+//! Insight layer: profiling.
+//!
 //! Profiling: "where did my memory go?" — the answers Python users get from
 //! `tracemalloc` and `memory_profiler`, for programs using [`Strata`].
 //!

@@ -1,3 +1,5 @@
+//! Insight layer: statistics.
+//!
 //! Statistics: a snapshot of what the allocator holds, and the report.
 //!
 //! Nothing is counted on the fast paths. A snapshot walks the arenas under
