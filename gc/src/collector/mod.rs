@@ -536,8 +536,8 @@ fn collect_lists(
     }
     // Step 2. SAFETY: `nodes` is the claimed garbage, linked in `unreachable`.
     unsafe { finalize_garbage(nodes, panics) };
-    // Step 3. SAFETY: as for step 2; each node in `unreachable` carries our
-    // hold of 1.
+    // Step 3. SAFETY: `unreachable` still holds exactly the garbage (nothing
+    // unlinks a claimed node), each with our hold of 1 and its value alive.
     unsafe { handle_resurrected_objects(core, unreachable, old, nodes) };
     // Step 4. SAFETY: `nodes` is the final garbage, in no list, each held
     // by us.
