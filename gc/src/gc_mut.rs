@@ -7,7 +7,8 @@ use std::ops::{Deref, DerefMut};
 
 use crate::header::{links, NodePtr, MUT_BORROWED};
 
-/// Mutable access to a uniquely owned `Gc` value; see [`Gc::get_mut`].
+/// Mutable access to a uniquely owned `Gc` value; see
+/// [`Gc::get_mut`](crate::Gc::get_mut).
 pub struct GcMut<'a, T: ?Sized> {
     pub(crate) value: &'a mut T,
     /// The box's links, whose `MUT_BORROWED` flag the guard clears when
