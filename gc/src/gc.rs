@@ -1,34 +1,9 @@
-//! Pointer layer: [`Gc<T>`], [`Weak<T>`], [`GcMut<T>`], the `GcBox` header
-//! they point at, and the release path (including the "trashcan" that flattens
-//! deep drop chains).
-//!
-//! # Memory layout
-//!
-//! Every allocation holds a `GcBox<T>`: one 8-byte *counts word* followed by
-//! the value. Types that may own a `Gc` (`T::MAY_CONTAIN_GC`) are *tracked*:
-//! their allocation also holds a [`Links`] record (CPython's `PyGC_Head`)
-//! placed immediately before the counts word, so a node is always found at
-//! `counts - size_of::<Links>()` whatever `T` is (also for `Gc<dyn Trait>`).
-//!
-//! ```text
-//! untracked:  [counts u64][value T]                          8 B header
-//! tracked:    [pad?][prev|flags][next][vtable][counts][value] 32 B header
-//! ```
-//!
-//! The counts word packs the strong count (bits 0..30), the weak count
-//! (bits 30..54, including one implicit weak reference held collectively by
-//! the strong references, as in `std::rc`), the height of an untracked
-//! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
-//! a tracked object, which has no height), and four flags: `TRACKED` (the
-//! object is in a generation list), `NO_UPGRADE` (weak references were
-//! cleared by the collector), `DROPPED` (the collector dropped the value;
-//! the box is kept only for outstanding handles) and `HAS_LINKS` (the
-//! allocation carries a [`Links`] record).
-//!
-//! A box with links is not necessarily tracked: a value that can never be
-//! part of a cycle (see `Trace::INTERIOR_MUTABLE`) is left out of the
-//! generation lists, like CPython's untracked tuples, and costs what an
-//! `Rc` costs apart from its header.
+//! Pointer layer: [`Gc<T>`] and the `GcBox` it points at (the counts word
+//! of `header` followed by the value): the layout, vtable and allocation
+//! of tracked boxes ([`Tracked<T>`]), `Gc`'s methods and its statically
+//! typed release, its trait impls and its `Trace` impl. Releasing a tracked
+//! box goes through `release`; [`GcMut`] is in `gc_mut`, `Visitor::visit`
+//! in `visit`, [`Gc::downgrade`] and [`Gc::new_cyclic`] in `weak`.
 
 use std::alloc::{self, Layout};
 use std::any::TypeId;
@@ -39,74 +14,29 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::ptr::{self, addr_of, addr_of_mut, NonNull};
 
 use crate::collector;
 use crate::freelist;
-use crate::trace::{Trace, Visitor};
+use crate::gc_mut::GcMut;
+use crate::header::{
+    acquire_strong_node, inc_strong, links, release_weak_node, tracked_layout, weak_refs, NodePtr,
+    NodeVTable, Visitor, DROPPED, HAS_LINKS, MUT_BORROWED, SLOW_RELEASE, STRONG_MASK, STRONG_ONE,
+    TALL, TRACKED, WEAK_MASK, WEAK_ONE,
+};
+use crate::release::{
+    release_strong_node, trashcan_enter, trashcan_leave, turn_purple, TrashcanLevel,
+};
+use crate::trace::{Finalize, Trace};
+use crate::tracking::{tracking_bits, untracked_height};
 
-/// Bits of the counts word that hold the strong count.
-const STRONG_BITS: u32 = 30;
-/// One strong reference in the counts word.
-pub(crate) const STRONG_ONE: u64 = 1;
-/// Bits of the counts word that hold the strong count (about a billion).
-pub(crate) const STRONG_MASK: u64 = (1 << STRONG_BITS) - 1;
-/// Shift of the weak count in the counts word.
-const WEAK_SHIFT: u32 = STRONG_BITS;
-/// Width of the weak count (~16 million).
-const WEAK_BITS: u32 = 24;
-/// One weak reference in the counts word.
-pub(crate) const WEAK_ONE: u64 = 1 << WEAK_SHIFT;
-/// Bits of the counts word that hold the weak count.
-pub(crate) const WEAK_MASK: u64 = ((1 << WEAK_BITS) - 1) << WEAK_SHIFT;
-/// Shift of the height of an untracked object in the counts word.
-const HEIGHT_SHIFT: u32 = WEAK_SHIFT + WEAK_BITS;
-/// Number of height bits (see [`HEIGHT_BITS`]): up to the first flag.
-pub(crate) const HEIGHT_WIDTH: u32 = TRACKED.trailing_zeros() - HEIGHT_SHIFT;
-/// The height bits of the counts word. The height of an untracked object
-/// is one more than that of the highest object it holds (all untracked
-/// too, and immutable, so the height recorded at creation stays true);
-/// boxes without links count as 0, so a box that holds no linked box is at
-/// height 1.
-///
-/// It is kept as a thermometer code (height `h` is `h` low ones),
-/// saturating at [`HEIGHT_WIDTH`] ([`TALL`]): the OR of codes is the code
-/// of the highest, so a new object's height costs a few operations (see
-/// [`height_above`]) instead of a maximum per field. Dropping an object
-/// that is not tall recurses at most [`HEIGHT_WIDTH`] deep, so it is
-/// released without the trashcan. Meaningless for a tracked object.
-pub(crate) const HEIGHT_BITS: u64 = ((1 << HEIGHT_WIDTH) - 1) << HEIGHT_SHIFT;
-/// The highest height bit: the height of the object saturated (it may be
-/// any higher); its release goes through the trashcan.
-const TALL: u64 = 1 << (HEIGHT_SHIFT + HEIGHT_WIDTH - 1);
-/// Counts-word bits that send the release of an object down the slow path
-/// ([`Gc::drop_slow`]): tracked, already dropped, or tall.
-const SLOW_RELEASE: u64 = TRACKED | DROPPED | TALL;
-/// The object is in a generation list (or a list of the collection in
-/// progress). Kept in the counts word, which every release reads anyway.
-pub(crate) const TRACKED: u64 = 1 << 60;
-/// Tracked objects only (whose height bits are otherwise unused): the
-/// strong count dropped to a non-zero value since a collection last looked
-/// at the object (Bacon and Rajan's "purple" candidate roots). The first
-/// such decrement tells the collector (see [`collector::note_decrement`]);
-/// a young generation none of whose objects is purple holds no garbage.
-pub(crate) const PURPLE: u64 = 1 << HEIGHT_SHIFT;
-/// The collector cleared weak references to this object: `upgrade` fails.
-pub(crate) const NO_UPGRADE: u64 = 1 << 61;
-/// The collector dropped the value; dereferencing panics.
-pub(crate) const DROPPED: u64 = 1 << 62;
-/// The allocation carries a [`Links`] record just before the counts word.
-pub(crate) const HAS_LINKS: u64 = 1 << 63;
+// Also named by the unit tests (`tests.rs`) through this module's path.
+pub(crate) use crate::header::{Links, LINKS_SIZE, PURPLE};
 
-/// Low bits of [`Links::prev`] that are flags, not address bits.
-pub(crate) const PREV_FLAGS: usize = 0b111;
-/// `Finalize::finalize` already ran for this object (PEP 442: at most once).
-pub(crate) const FINALIZED: usize = 0b001;
-/// A [`GcMut`] guard is alive: the collector must not read the value.
-pub(crate) const MUT_BORROWED: usize = 0b010;
-/// Flags that survive a collection (the others are collection-local).
-pub(crate) const PERSISTENT_FLAGS: usize = FINALIZED | MUT_BORROWED;
+// Named only by the unit tests (`tests.rs`), through this module's path.
+#[cfg(test)]
+pub(crate) use crate::header::{HEIGHT_BITS, HEIGHT_WIDTH};
 
 /// Message of the panic raised when a `Gc` to a collected object is used.
 pub(crate) const DROPPED_MSG: &str =
@@ -120,100 +50,6 @@ pub(crate) struct GcBox<T: ?Sized> {
     pub(crate) value: T,
 }
 
-/// Intrusive generation-list record of a tracked object (CPython's
-/// `PyGC_Head`), plus the type-erased operations the collector needs.
-///
-/// Outside a collection `prev` is the address of the previous node with
-/// [`PREV_FLAGS`] in its low bits; during a collection the collector reuses it
-/// for `gc_refs` (see `collector`). `next` is null when the node is in no
-/// generation list (untracked).
-#[repr(C, align(8))]
-pub(crate) struct Links {
-    pub(crate) prev: Cell<NodePtr>,
-    pub(crate) next: Cell<NodePtr>,
-    pub(crate) vtable: &'static NodeVTable,
-}
-
-impl Links {
-    /// The `prev` word as an integer (address and flag bits).
-    #[inline]
-    pub(crate) fn prev_bits(&self) -> usize {
-        self.prev.get() as usize
-    }
-
-    /// Replace the integer value of `prev`, keeping its provenance (the
-    /// strict-provenance way to store flags in pointer bits).
-    #[inline]
-    pub(crate) fn set_prev_bits(&self, bits: usize) {
-        let p = self.prev.get();
-        self.prev
-            .set(p.wrapping_byte_offset((bits as isize).wrapping_sub(p as usize as isize)));
-    }
-}
-
-/// Size of the [`Links`] record; the counts word sits this far after a node.
-pub(crate) const LINKS_SIZE: usize = mem::size_of::<Links>();
-
-/// A raw pointer to a tracked object's [`Links`] (or a list sentinel).
-pub(crate) type NodePtr = *const Links;
-
-/// Type-erased operations on a tracked object, one static table per type.
-pub(crate) struct NodeVTable {
-    /// Visit every `Gc` the value owns.
-    pub(crate) trace: unsafe fn(NodePtr, &mut Visitor),
-    /// Run `Finalize::finalize` on the value.
-    pub(crate) finalize: unsafe fn(NodePtr),
-    /// Drop the value in place (the box stays allocated).
-    pub(crate) drop_value: unsafe fn(NodePtr),
-    /// Free the allocation (the value must already be dropped or moved out).
-    pub(crate) dealloc: unsafe fn(NodePtr),
-    /// `std::any::type_name` of the value.
-    pub(crate) type_name: fn() -> &'static str,
-    /// `TypeId` of the value.
-    pub(crate) type_id: fn() -> TypeId,
-    /// Offset of the value from the counts word.
-    pub(crate) value_offset: usize,
-    /// `Finalize::NEEDS_FINALIZE` of the value's type.
-    pub(crate) needs_finalize: bool,
-}
-
-/// The counts word of a tracked node.
-///
-/// # Safety
-///
-/// `node` must point to the [`Links`] of a live (allocated) tracked box.
-#[inline]
-pub(crate) unsafe fn node_counts<'a>(node: NodePtr) -> &'a Cell<u64> {
-    // SAFETY: the caller guarantees `node` is the Links record of an allocated
-    // tracked box, and the counts word is laid out right after it; `node`
-    // carries the provenance of the whole allocation.
-    unsafe { &*node.cast::<u8>().add(LINKS_SIZE).cast::<Cell<u64>>() }
-}
-
-/// Shared view of a node's links.
-///
-/// # Safety
-///
-/// `node` must point to a live [`Links`] record (a tracked box or a sentinel).
-#[inline]
-pub(crate) unsafe fn links<'a>(node: NodePtr) -> &'a Links {
-    // SAFETY: guaranteed by the caller; Links only holds Cells and a shared
-    // reference, so a shared reference to it never conflicts with writes.
-    unsafe { &*node }
-}
-
-/// Layout of a tracked allocation whose `GcBox` has layout `inner`, and the
-/// offset of the `GcBox` in it: the [`Links`] record sits right before the
-/// `GcBox`, which keeps its own alignment. `None` if the size overflows.
-#[inline]
-fn tracked_layout(inner: Layout) -> Option<(Layout, usize)> {
-    let offset = LINKS_SIZE.div_ceil(inner.align()) * inner.align();
-    let align = inner.align().max(mem::align_of::<Links>());
-    let size = offset.checked_add(inner.size())?;
-    let layout = Layout::from_size_align(size, align).ok()?;
-    Some((layout.pad_to_align(), offset))
-}
-
 /// Free a box whose counts word is `v` (which says whether it has links).
 ///
 /// # Safety
@@ -221,7 +57,7 @@ fn tracked_layout(inner: Layout) -> Option<(Layout, usize)> {
 /// `inner` is an allocated box (its pointer metadata describes the value)
 /// with no handle left; its value was dropped or moved out.
 #[inline]
-unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
+pub(crate) unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
     // SAFETY: the box is still allocated, so its layout can be read. A box
     // with links was allocated with `tracked_layout` of that layout (what
     // `Tracked::<T>::layout` computes for the concrete type), starting
@@ -236,12 +72,16 @@ unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Tracked boxes: vtable, layout, allocation
+// ---------------------------------------------------------------------------
+
 /// Per-type vtable and layout for tracked boxes.
-struct Tracked<T>(PhantomData<T>);
+pub(crate) struct Tracked<T>(PhantomData<T>);
 
 impl<T: Trace + 'static> Tracked<T> {
     /// Offset of the `GcBox<T>` from the start of the allocation.
-    const INNER_OFFSET: usize = {
+    pub(crate) const INNER_OFFSET: usize = {
         let align = mem::align_of::<GcBox<T>>();
         LINKS_SIZE.div_ceil(align) * align
     };
@@ -254,18 +94,19 @@ impl<T: Trace + 'static> Tracked<T> {
             mem::align_of::<Links>()
         }
     };
-    const VTABLE: &'static NodeVTable = &NodeVTable {
+    pub(crate) const VTABLE: &'static NodeVTable = &NodeVTable {
         trace: Self::trace,
         finalize: Self::finalize,
         drop_value: Self::drop_value,
         dealloc: Self::dealloc,
+        release_strong: release_strong_node,
         type_name: std::any::type_name::<T>,
         type_id: TypeId::of::<T>,
         value_offset: mem::offset_of!(GcBox<T>, value),
         needs_finalize: T::NEEDS_FINALIZE,
     };
 
-    fn layout() -> Layout {
+    pub(crate) fn layout() -> Layout {
         match tracked_layout(Layout::new::<GcBox<T>>()) {
             Some((l, offset)) => {
                 debug_assert!(offset == Self::INNER_OFFSET && l.align() == Self::ALIGN);
@@ -344,7 +185,7 @@ impl<T: Trace + 'static> Tracked<T> {
     /// box (freed by reference counting) skips the lookup and records its
     /// height.
     #[inline]
-    fn allocate(value: T, height: Option<u64>) -> (NodePtr, NonNull<GcBox<T>>) {
+    pub(crate) fn allocate(value: T, height: Option<u64>) -> (NodePtr, NonNull<GcBox<T>>) {
         let linked = height.is_none();
         let layout = Self::layout();
         // SAFETY: layout has non-zero size (it holds at least Links + counts).
@@ -376,274 +217,6 @@ impl<T: Trace + 'static> Tracked<T> {
             (node, NonNull::new_unchecked(inner))
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// Release path and trashcan
-// ---------------------------------------------------------------------------
-
-/// Nesting depth at which the release path stops recursing and queues boxes
-/// instead (CPython's `Py_TRASHCAN` uses 50 as well).
-const TRASHCAN_DEPTH: usize = 50;
-
-/// Per-thread deferred-destruction queue (CPython's trashcan). Const
-/// initialised and without a destructor, so it works during thread teardown.
-struct Trashcan {
-    depth: Cell<usize>,
-    /// Intrusive stack of nodes whose value still has to be dropped, chained
-    /// through `Links::next`.
-    pending: Cell<NodePtr>,
-}
-
-thread_local! {
-    static TRASHCAN: Trashcan = const {
-        Trashcan { depth: Cell::new(0), pending: Cell::new(ptr::null()) }
-    };
-}
-
-/// Restores the trashcan depth even if a `Drop` impl unwinds.
-struct DepthGuard<'a>(&'a Cell<usize>);
-
-impl Drop for DepthGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
-/// Take one trashcan level to destroy `node` now; if the nesting is already
-/// deep, queue `node` instead and return `false`.
-///
-/// # Safety
-///
-/// As for [`destroy_now`].
-#[inline]
-unsafe fn trashcan_enter(node: NodePtr) -> bool {
-    TRASHCAN.with(|t| {
-        let d = t.depth.get();
-        if d >= TRASHCAN_DEPTH {
-            // SAFETY: node is in no list, so its `next` link is free to
-            // chain it.
-            unsafe { links(node).next.set(t.pending.get()) };
-            t.pending.set(node);
-            false
-        } else {
-            t.depth.set(d + 1);
-            true
-        }
-    })
-}
-
-/// Give back the level taken by [`trashcan_enter`]; at the outermost level,
-/// destroy what was queued.
-#[inline]
-fn trashcan_leave() {
-    TRASHCAN.with(|t| {
-        let d = t.depth.get() - 1;
-        t.depth.set(d);
-        if d == 0 && !t.pending.get().is_null() {
-            drain_trashcan(t);
-        }
-    });
-}
-
-/// Destroy the queued nodes (at depth 0).
-#[cold]
-#[inline(never)]
-fn drain_trashcan(t: &Trashcan) {
-    loop {
-        let n = t.pending.get();
-        if n.is_null() {
-            break;
-        }
-        // SAFETY: queued nodes satisfy destroy_now's contract; the chain
-        // link is cleared before the value is dropped.
-        unsafe {
-            t.pending.set(links(n).next.get());
-            links(n).next.set(ptr::null());
-        }
-        t.depth.set(t.depth.get() + 1);
-        let _g = DepthGuard(&t.depth);
-        // SAFETY: as above.
-        unsafe { destroy_now(n) };
-    }
-}
-
-/// Drop the value of an untracked-from-lists node and release its box.
-///
-/// # Safety
-///
-/// `node` is a tracked box with strong count 0, not in any list, value alive.
-unsafe fn destroy_now(node: NodePtr) {
-    // SAFETY: guaranteed by the caller; nobody else can reach the value
-    // (strong count is 0, weak upgrades fail).
-    unsafe {
-        (links(node).vtable.drop_value)(node);
-        let c = node_counts(node);
-        c.set(c.get() | DROPPED);
-        release_weak_node(node);
-    }
-}
-
-/// Destroy `node` through the trashcan: directly if the nesting is shallow,
-/// deferred otherwise, so dropping a long chain never overflows the stack.
-///
-/// # Safety
-///
-/// As for [`destroy_now`].
-unsafe fn destroy_via_trashcan(node: NodePtr) {
-    // SAFETY: forwarded from the caller.
-    if !unsafe { trashcan_enter(node) } {
-        return;
-    }
-    let guard = TrashcanLevel;
-    // SAFETY: forwarded from the caller.
-    unsafe { destroy_now(node) };
-    mem::forget(guard);
-    trashcan_leave();
-}
-
-/// Gives back a trashcan level if a `Drop` impl unwinds (queued nodes are
-/// then destroyed by the next outermost release).
-struct TrashcanLevel;
-
-impl Drop for TrashcanLevel {
-    fn drop(&mut self) {
-        let _ = TRASHCAN.try_with(|t| t.depth.set(t.depth.get() - 1));
-    }
-}
-
-/// Give up one strong reference to a tracked node.
-///
-/// # Safety
-///
-/// `node` is a live tracked box and the caller owns one strong reference.
-pub(crate) unsafe fn release_strong_node(node: NodePtr) {
-    // SAFETY: the caller owns a strong reference, so the box is allocated.
-    let c = unsafe { node_counts(node) };
-    let v = c.get() - STRONG_ONE;
-    c.set(v);
-    if v & STRONG_MASK == 0 {
-        // SAFETY: the last strong reference is gone.
-        unsafe { last_strong_gone(node, v) }
-    } else if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
-        turn_purple(c, v);
-    }
-}
-
-/// First decrement to a non-zero count of a tracked object since a
-/// collection last looked at it: flag it and tell the collector, which may
-/// then no longer skip young collections. Later decrements see the flag and
-/// stay on the fast path. (Decrements of objects the collector already
-/// dropped do not matter: they are in no generation.)
-#[inline]
-fn turn_purple(c: &Cell<u64>, v: u64) {
-    c.set(v | PURPLE);
-    collector::note_decrement();
-}
-
-/// The strong count of a tracked node just reached zero.
-///
-/// # Safety
-///
-/// `node` is a live tracked box whose strong count is 0; `v` is its counts.
-#[inline]
-unsafe fn last_strong_gone(node: NodePtr, v: u64) {
-    if v & DROPPED != 0 {
-        // The collector already dropped the value and unlinked the node.
-        // SAFETY: forwarded; the implicit weak reference is ours to release.
-        unsafe { release_weak_node(node) };
-        return;
-    }
-    // SAFETY: the node is a live tracked box; unlinking keeps lists valid.
-    unsafe { collector::untrack(node) };
-    // SAFETY: strong count is 0 and the node is now in no list.
-    unsafe { destroy_via_trashcan(node) };
-}
-
-/// Give up one weak reference (possibly the implicit one) to a tracked node.
-///
-/// # Safety
-///
-/// `node` is a live tracked box and the caller owns the weak reference.
-pub(crate) unsafe fn release_weak_node(node: NodePtr) {
-    // SAFETY: the caller owns a weak reference, so the box is allocated.
-    let c = unsafe { node_counts(node) };
-    let v = c.get() - WEAK_ONE;
-    c.set(v);
-    if v & WEAK_MASK == 0 {
-        // SAFETY: no strong or weak reference remains and the value is gone.
-        unsafe { (links(node).vtable.dealloc)(node) }
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn refcount_overflow() -> ! {
-    // Like std::rc: overflowing a count would be unsound, aborting is not.
-    eprintln!("strata_gc: reference count overflow");
-    std::process::abort()
-}
-
-#[inline]
-fn inc_strong(c: &Cell<u64>) {
-    let v = c.get();
-    if v & STRONG_MASK == STRONG_MASK {
-        refcount_overflow();
-    }
-    c.set(v + STRONG_ONE);
-}
-
-#[inline]
-fn inc_weak(c: &Cell<u64>) {
-    let v = c.get();
-    if v & WEAK_MASK == WEAK_MASK {
-        refcount_overflow();
-    }
-    c.set(v + WEAK_ONE);
-}
-
-/// Take a new strong reference to a tracked node (used by the collector).
-///
-/// # Safety
-///
-/// `node` is a live tracked box.
-pub(crate) unsafe fn acquire_strong_node(node: NodePtr) {
-    // SAFETY: guaranteed by the caller.
-    inc_strong(unsafe { node_counts(node) });
-}
-
-/// `None` if a new object holding `value` must be tracked (linked into
-/// generation 0); otherwise its height. It need not be tracked if its type
-/// cannot change its own edges while shared and everything it references
-/// is untracked: then no cycle can ever pass through it (see
-/// [`untracked_height`](crate::trace::untracked_height)). The box still
-/// carries its [`Links`] so that [`Gc::get_mut`] can track it again.
-#[inline]
-fn untracked_height<T: Trace>(value: &T) -> Option<u64> {
-    if T::INTERIOR_MUTABLE {
-        None
-    } else {
-        crate::trace::untracked_height(value)
-    }
-}
-
-/// Counts-word bits of a new object: `TRACKED`, or its height.
-#[inline]
-fn tracking_bits(height: Option<u64>) -> u64 {
-    height.unwrap_or(TRACKED)
-}
-
-/// The user's weak references in counts word `v` (without the implicit one
-/// the strong references hold together).
-#[inline]
-fn weak_refs(v: u64) -> usize {
-    (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
-}
-
-/// Height bits of a new object whose referents' counts words OR to `v`.
-#[inline]
-pub(crate) fn height_above(v: u64) -> u64 {
-    ((v & HEIGHT_BITS) << 1 | (1 << HEIGHT_SHIFT)) & HEIGHT_BITS
 }
 
 // ---------------------------------------------------------------------------
@@ -694,27 +267,6 @@ impl<T: Trace + 'static> Gc<T> {
             // SAFETY: Box::into_raw never returns null.
             Gc::from_inner(unsafe { NonNull::new_unchecked(Box::into_raw(b)) })
         }
-    }
-
-    /// Creates a new `Gc` to a value built from a weak reference to itself
-    /// (like `Rc::new_cyclic`). Upgrading the weak reference inside `f` fails.
-    ///
-    /// ```
-    /// use strata_gc::{Finalize, Gc, Trace, Weak};
-    /// #[derive(Trace, Finalize)]
-    /// struct Me { me: Weak<Me> }
-    /// let m = Gc::new_cyclic(|w| Me { me: w.clone() });
-    /// assert!(Gc::ptr_eq(&m.me.upgrade().unwrap(), &m));
-    /// ```
-    pub fn new_cyclic(f: impl FnOnce(&Weak<T>) -> T) -> Gc<T> {
-        // Build with a placeholder-free approach: allocate the value first into
-        // an `Option` box is not possible without MaybeUninit in the header, so
-        // we create the weak pointer from a box whose strong count is 0.
-        let uninit = UninitGc::<T>::new();
-        let weak = uninit.weak();
-        let value = f(&weak);
-        drop(weak);
-        uninit.init(value)
     }
 
     /// Returns the inner value if this is the only strong reference;
@@ -848,6 +400,12 @@ impl<T: ?Sized> Gc<T> {
         }
     }
 
+    /// The box this handle points at.
+    #[inline]
+    pub(crate) fn inner(&self) -> NonNull<GcBox<T>> {
+        self.ptr
+    }
+
     #[inline]
     pub(crate) fn counts(&self) -> &Cell<u64> {
         // SAFETY: a live Gc keeps its box allocated; the counts word is the
@@ -925,14 +483,6 @@ impl<T: ?Sized> Gc<T> {
         } else {
             // SAFETY: the value is alive and shared access is always allowed.
             Some(unsafe { &(*this.ptr.as_ptr()).value })
-        }
-    }
-
-    /// Creates a new weak pointer to this allocation.
-    pub fn downgrade(this: &Self) -> Weak<T> {
-        inc_weak(this.counts());
-        Weak {
-            ptr: Some(this.ptr),
         }
     }
 
@@ -1152,42 +702,6 @@ impl<T: ?Sized> Gc<T> {
     }
 }
 
-/// Mutable access to a uniquely owned `Gc` value; see [`Gc::get_mut`].
-pub struct GcMut<'a, T: ?Sized> {
-    value: &'a mut T,
-    node: Option<NodePtr>,
-}
-
-impl<T: ?Sized> Deref for GcMut<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.value
-    }
-}
-
-impl<T: ?Sized> DerefMut for GcMut<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.value
-    }
-}
-
-impl<T: ?Sized> Drop for GcMut<'_, T> {
-    fn drop(&mut self) {
-        if let Some(n) = self.node {
-            // SAFETY: the guard borrows the only strong handle, so the box is
-            // alive; only the flag bit is touched.
-            let l = unsafe { links(n) };
-            l.set_prev_bits(l.prev_bits() & !MUT_BORROWED);
-        }
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for GcMut<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.value, f)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Trait forwarding (like Rc)
 // ---------------------------------------------------------------------------
@@ -1264,224 +778,19 @@ impl<T: Trace + 'static> From<T> for Gc<T> {
 }
 
 // ---------------------------------------------------------------------------
-// Weak<T>
+// Tracing
 // ---------------------------------------------------------------------------
 
-/// A non-owning pointer to a `Gc` allocation; see [`Gc::downgrade`].
-///
-/// Upgrading fails once the value has been dropped — and, for objects the
-/// cycle collector found unreachable, as soon as the collector has decided
-/// so, before any finalizer runs.
-pub struct Weak<T: ?Sized> {
-    ptr: Option<NonNull<GcBox<T>>>,
+impl<T: ?Sized> Finalize for Gc<T> {
+    const NEEDS_FINALIZE: bool = false;
 }
 
-impl<T> Weak<T> {
-    /// A weak pointer to nothing; `upgrade` always returns `None`.
-    pub const fn new() -> Weak<T> {
-        Weak { ptr: None }
-    }
-}
-
-impl<T> Default for Weak<T> {
-    fn default() -> Self {
-        Weak::new()
-    }
-}
-
-impl<T: ?Sized> Weak<T> {
-    fn counts(&self) -> Option<&Cell<u64>> {
-        // SAFETY: a weak reference keeps the box allocated.
-        self.ptr
-            .map(|p| unsafe { &*addr_of!((*p.as_ptr()).counts) })
-    }
-
-    /// Attempts to get a strong pointer; `None` if the value is gone or the
-    /// collector has found it unreachable.
-    pub fn upgrade(&self) -> Option<Gc<T>> {
-        let c = self.counts()?;
-        let v = c.get();
-        if v & STRONG_MASK == 0 || v & (NO_UPGRADE | DROPPED) != 0 {
-            return None;
-        }
-        inc_strong(c);
-        self.ptr.map(Gc::from_inner)
-    }
-
-    /// Number of strong pointers (0 if the value is gone).
-    pub fn strong_count(&self) -> usize {
-        self.counts()
-            .map_or(0, |c| (c.get() & STRONG_MASK) as usize)
-    }
-
-    /// Number of weak pointers (0 for `Weak::new()` or if no strong remains).
-    pub fn weak_count(&self) -> usize {
-        match self.counts() {
-            None => 0,
-            Some(c) => {
-                let v = c.get();
-                if v & STRONG_MASK == 0 {
-                    0
-                } else {
-                    weak_refs(v)
-                }
-            }
-        }
-    }
-
-    /// Do both point to the same allocation (or both to nothing)?
-    pub fn ptr_eq(&self, other: &Self) -> bool {
-        match (self.ptr, other.ptr) {
-            (None, None) => true,
-            (Some(a), Some(b)) => ptr::eq(a.as_ptr() as *const u8, b.as_ptr() as *const u8),
-            _ => false,
-        }
-    }
-}
-
-impl<T: ?Sized> Clone for Weak<T> {
-    fn clone(&self) -> Self {
-        if let Some(c) = self.counts() {
-            inc_weak(c);
-        }
-        Weak { ptr: self.ptr }
-    }
-}
-
-impl<T: ?Sized> Drop for Weak<T> {
-    fn drop(&mut self) {
-        let Some(p) = self.ptr else { return };
-        // SAFETY: a weak reference keeps the box allocated.
-        let c = unsafe { &*addr_of!((*p.as_ptr()).counts) };
-        let v = c.get();
-        if v & HAS_LINKS != 0 {
-            // SAFETY: tracked box; we own one weak reference.
-            unsafe { release_weak_node(p.as_ptr().cast::<u8>().sub(LINKS_SIZE).cast()) };
-            return;
-        }
-        let w = v - WEAK_ONE;
-        c.set(w);
-        if w & WEAK_MASK == 0 {
-            // SAFETY: no strong reference (the implicit weak is gone) and no
-            // other weak one remain; the value was dropped already.
-            unsafe { dealloc_box(p.as_ptr(), w) }
-        }
-    }
-}
-
-impl<T: ?Sized> fmt::Debug for Weak<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(Weak)")
-    }
-}
-
-// ---------------------------------------------------------------------------
-// new_cyclic support
-// ---------------------------------------------------------------------------
-
-/// A box whose value slot is not yet initialised (strong count 0), used by
-/// [`Gc::new_cyclic`]. Weak pointers to it cannot upgrade.
-struct UninitGc<T: Trace + 'static> {
-    node: Option<NodePtr>,
-    inner: NonNull<GcBox<mem::MaybeUninit<T>>>,
-}
-
-impl<T: Trace + 'static> UninitGc<T> {
-    fn new() -> Self {
-        if T::MAY_CONTAIN_GC {
-            let layout = Tracked::<T>::layout();
-            // SAFETY: non-zero size layout.
-            let base = unsafe { freelist::allocate(layout) };
-            if base.is_null() {
-                alloc::handle_alloc_error(layout);
-            }
-            // SAFETY: same layout reasoning as Tracked::allocate; the value
-            // slot is left uninitialised (MaybeUninit has T's layout).
-            unsafe {
-                let inner = base
-                    .add(Tracked::<T>::INNER_OFFSET)
-                    .cast::<GcBox<mem::MaybeUninit<T>>>();
-                let node = base
-                    .add(Tracked::<T>::INNER_OFFSET - LINKS_SIZE)
-                    .cast::<Links>();
-                node.write(Links {
-                    prev: Cell::new(ptr::null()),
-                    next: Cell::new(ptr::null()),
-                    vtable: Tracked::<T>::VTABLE,
-                });
-                addr_of_mut!((*inner).counts).write(Cell::new(HAS_LINKS | WEAK_ONE));
-                UninitGc {
-                    node: Some(node),
-                    inner: NonNull::new_unchecked(inner),
-                }
-            }
-        } else {
-            let b: Box<GcBox<mem::MaybeUninit<T>>> = Box::new(GcBox {
-                counts: Cell::new(WEAK_ONE),
-                value: mem::MaybeUninit::uninit(),
-            });
-            UninitGc {
-                node: None,
-                // SAFETY: Box::into_raw never returns null.
-                inner: unsafe { NonNull::new_unchecked(Box::into_raw(b)) },
-            }
-        }
-    }
-
-    fn weak(&self) -> Weak<T> {
-        // SAFETY: the box is allocated; only the counts word is touched.
-        let c = unsafe { &*addr_of!((*self.inner.as_ptr()).counts) };
-        inc_weak(c);
-        Weak {
-            ptr: Some(self.inner.cast()),
-        }
-    }
-
-    fn init(self, value: T) -> Gc<T> {
-        let height = untracked_height(&value);
-        let this = ManuallyDrop::new(self);
-        // SAFETY: the slot is uninitialised and ours; after writing it the
-        // box is a valid GcBox<T> with one strong reference.
-        unsafe {
-            let inner = this.inner.as_ptr();
-            addr_of_mut!((*inner).value).cast::<T>().write(value);
-            let c = &*addr_of!((*inner).counts);
-            match this.node {
-                Some(node) => {
-                    c.set(c.get() + STRONG_ONE + tracking_bits(height));
-                    if height.is_none() {
-                        collector::track_new(node);
-                    }
-                }
-                None => c.set(c.get() + STRONG_ONE),
-            }
-            Gc::from_inner(this.inner.cast())
-        }
-    }
-}
-
-impl<T: Trace + 'static> Drop for UninitGc<T> {
-    fn drop(&mut self) {
-        // Reached only if the closure of new_cyclic panicked: release the
-        // implicit weak reference; the value slot was never initialised.
-        // SAFETY: the box is allocated and its value slot holds no value;
-        // DROPPED makes later weak drops only deallocate.
-        unsafe {
-            let c = &*addr_of!((*self.inner.as_ptr()).counts);
-            c.set(c.get() | DROPPED);
-            match self.node {
-                Some(node) => release_weak_node(node),
-                None => {
-                    let w = c.get() - WEAK_ONE;
-                    c.set(w);
-                    if w & WEAK_MASK == 0 {
-                        alloc::dealloc(
-                            self.inner.as_ptr().cast(),
-                            Layout::new::<GcBox<mem::MaybeUninit<T>>>(),
-                        );
-                    }
-                }
-            }
-        }
+// SAFETY: a Gc owns exactly one strong reference: itself.
+unsafe impl<T: ?Sized + Trace> Trace for Gc<T> {
+    // The pointee is another object with its own flag.
+    const INTERIOR_MUTABLE: bool = false;
+    #[inline(always)]
+    fn trace(&self, visitor: &mut Visitor) {
+        visitor.visit(self)
     }
 }

@@ -1,244 +1,32 @@
-//! Introspection layer: per-generation statistics, collection callbacks,
-//! debug flags and the save-all `garbage` list, and objgraph-like views of
-//! the live tracked objects (counts by type, growth, referrers and
-//! referents, Graphviz DOT of an object's neighbourhood).
+//! Introspection layer: objgraph-like views of the live tracked objects
+//! (counts by type, growth, referrers and referents, Graphviz DOT of an
+//! object's neighbourhood) and typed handles to the saved garbage. Sits
+//! above the collector, whose lists it walks (`collector::for_each_tracked`)
+//! and whose `events` keep the garbage list, and above the pointer types.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::{self, Write as _};
-use std::rc::Rc;
-use std::time::Duration;
+use std::fmt::Write as _;
 
-use crate::collector::{self, PanicSlot};
-use crate::gc::{
-    links, node_counts, release_strong_node, Gc, NodePtr, DROPPED, LINKS_SIZE, MUT_BORROWED,
+use crate::collector::{self, events};
+use crate::gc::Gc;
+use crate::header::{
+    links, node_counts, value_address, Edge, NodePtr, VisitMode, Visitor, DROPPED, MUT_BORROWED,
     STRONG_MASK,
 };
-use crate::trace::{Edge, Trace, VisitMode, Visitor};
+use crate::trace::Trace;
 
-/// Debug flags, like the `DEBUG_*` constants of Python's `gc` module.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct DebugFlags(u32);
-
-impl DebugFlags {
-    /// Print statistics to stderr during collections.
-    pub const STATS: DebugFlags = DebugFlags(1);
-    /// Keep unreachable objects in [`garbage`](crate::garbage) instead of
-    /// freeing them (their weak references are still cleared).
-    pub const SAVEALL: DebugFlags = DebugFlags(1 << 5);
-
-    /// No flag set.
-    pub const fn empty() -> DebugFlags {
-        DebugFlags(0)
-    }
-
-    /// Are all flags of `other` set in `self`?
-    pub const fn contains(self, other: DebugFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-}
-
-impl std::ops::BitOr for DebugFlags {
-    type Output = DebugFlags;
-    fn bitor(self, rhs: DebugFlags) -> DebugFlags {
-        DebugFlags(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Debug for DebugFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names = Vec::new();
-        if self.contains(DebugFlags::STATS) {
-            names.push("STATS");
-        }
-        if self.contains(DebugFlags::SAVEALL) {
-            names.push("SAVEALL");
-        }
-        write!(f, "DebugFlags({})", names.join(" | "))
-    }
-}
-
-/// Statistics of one generation since the thread started (Python's
-/// `gc.get_stats()`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenerationStats {
-    /// Number of collections of this generation.
-    pub collections: usize,
-    /// Objects found unreachable by those collections (including resurrected
-    /// ones and ones saved by `SAVEALL`).
-    pub collected: usize,
-    /// Objects kept in [`garbage`](crate::garbage) by `SAVEALL`.
-    pub uncollectable: usize,
-    /// Total time spent in those collections.
-    pub duration: Duration,
-}
-
-impl GenerationStats {
-    pub(crate) const ZERO: GenerationStats = GenerationStats {
-        collections: 0,
-        collected: 0,
-        uncollectable: 0,
-        duration: Duration::ZERO,
-    };
-}
-
-/// Phase of a collection reported to callbacks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// The collection is about to start.
-    Start,
-    /// The collection has finished.
-    Stop,
-}
-
-/// Information passed to collection callbacks (Python's `info` dict).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CallbackInfo {
-    /// The generation being collected.
-    pub generation: usize,
-    /// Objects found unreachable (0 at [`Phase::Start`]).
-    pub collected: usize,
-    /// Objects saved by `SAVEALL` (0 at [`Phase::Start`]).
-    pub uncollectable: usize,
-}
-
-type Callback = Rc<dyn Fn(Phase, &CallbackInfo)>;
-
-/// Removes its callback when [`remove`](CallbackHandle::remove) is called.
-/// Dropping the handle keeps the callback registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[must_use = "keep the handle to be able to remove the callback"]
-pub struct CallbackHandle(u64);
-
-impl CallbackHandle {
-    /// Unregister the callback; returns whether it was still registered.
-    pub fn remove(self) -> bool {
-        EXTRAS
-            .try_with(|e| {
-                let mut cbs = e.callbacks.borrow_mut();
-                let before = cbs.len();
-                cbs.retain(|(id, _)| *id != self.0);
-                cbs.len() != before
-            })
-            .unwrap_or(false)
-    }
-}
-
-/// A strong reference held by the garbage list.
-struct SavedGarbage(NodePtr);
-
-impl Drop for SavedGarbage {
-    fn drop(&mut self) {
-        // SAFETY: the garbage list owns one strong reference to the node.
-        unsafe { release_strong_node(self.0) }
-    }
-}
-
-#[derive(Default)]
-struct Extras {
-    callbacks: RefCell<Vec<(u64, Callback)>>,
-    next_id: RefCell<u64>,
-    garbage: RefCell<Vec<SavedGarbage>>,
-    last_counts: RefCell<HashMap<&'static str, usize>>,
-}
-
-thread_local! {
-    static EXTRAS: Extras = Extras::default();
-}
-
-pub(crate) fn add_callback(f: impl Fn(Phase, &CallbackInfo) + 'static) -> CallbackHandle {
-    EXTRAS.with(|e| {
-        let mut id = e.next_id.borrow_mut();
-        *id += 1;
-        e.callbacks.borrow_mut().push((*id, Rc::new(f)));
-        CallbackHandle(*id)
-    })
-}
-
-pub(crate) fn invoke_callbacks(phase: Phase, info: &CallbackInfo, panics: &mut PanicSlot) {
-    let cbs: Vec<Callback> = EXTRAS
-        .try_with(|e| {
-            e.callbacks
-                .borrow()
-                .iter()
-                .map(|(_, c)| c.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    for cb in cbs {
-        panics.run(|| cb(phase, info));
-    }
-}
-
-/// Keep `node` in the garbage list, taking over one strong reference.
-///
-/// # Safety
-///
-/// The caller transfers one strong reference to `node` to the list.
-pub(crate) unsafe fn save_garbage(node: NodePtr) {
-    let saved = SavedGarbage(node);
-    // If the thread is tearing down, dropping `saved` releases the reference.
-    let _ = EXTRAS.try_with(move |e| e.garbage.borrow_mut().push(saved));
-}
-
-/// One object kept by `SAVEALL` (see [`garbage`](crate::garbage)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GarbageEntry {
-    /// `std::any::type_name` of the value.
-    pub type_name: &'static str,
-    /// Address of the value (compare with `Gc::as_ptr`).
-    pub address: usize,
-}
-
-fn value_address(node: NodePtr) -> usize {
-    // SAFETY: callers pass nodes they hold a strong reference to.
-    node as usize + LINKS_SIZE + unsafe { links(node) }.vtable.value_offset
-}
-
-pub(crate) fn garbage() -> Vec<GarbageEntry> {
-    EXTRAS
-        .try_with(|e| {
-            e.garbage
-                .borrow()
-                .iter()
-                .map(|g| GarbageEntry {
-                    // SAFETY: the list holds a strong reference to g.0.
-                    type_name: (unsafe { links(g.0) }.vtable.type_name)(),
-                    address: value_address(g.0),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
+/// Strong handles to the saved garbage objects of type `T`.
 pub(crate) fn garbage_of<T: Trace + 'static>() -> Vec<Gc<T>> {
-    EXTRAS
-        .try_with(|e| {
-            e.garbage
-                .borrow()
-                .iter()
-                // SAFETY: the list holds a strong reference; the TypeId check
-                // proves the value's type.
-                .filter(|g| (unsafe { links(g.0) }.vtable.type_id)() == std::any::TypeId::of::<T>())
-                // SAFETY: as above.
-                .map(|g| unsafe { Gc::from_node(g.0) })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub(crate) fn clear_garbage() -> usize {
-    let taken = EXTRAS
-        .try_with(|e| std::mem::take(&mut *e.garbage.borrow_mut()))
-        .unwrap_or_default();
-    let n = taken.len();
-    drop(taken);
-    n
+    let mut out = Vec::new();
+    events::for_each_garbage(|n| {
+        // SAFETY: the list holds a strong reference to `n`; the TypeId check
+        // proves the value's type.
+        if (unsafe { links(n) }.vtable.type_id)() == std::any::TypeId::of::<T>() {
+            // SAFETY: as above.
+            out.push(unsafe { Gc::from_node(n) });
+        }
+    });
+    out
 }
 
 /// Live tracked objects by type name, most numerous first (objgraph's
@@ -259,26 +47,24 @@ pub(crate) fn objects_by_type() -> Vec<(&'static str, usize)> {
 /// (objgraph's `growth`), largest increase first; unchanged types omitted.
 pub(crate) fn growth() -> Vec<(&'static str, usize, isize)> {
     let now: HashMap<&'static str, usize> = objects_by_type().into_iter().collect();
-    EXTRAS
-        .try_with(|e| {
-            let mut last = e.last_counts.borrow_mut();
-            let mut out: Vec<(&'static str, usize, isize)> = Vec::new();
-            for (name, &n) in &now {
-                let before = last.get(name).copied().unwrap_or(0);
-                if n != before {
-                    out.push((name, n, n as isize - before as isize));
-                }
+    events::with_growth_baseline(|last| {
+        let mut out: Vec<(&'static str, usize, isize)> = Vec::new();
+        for (name, &n) in &now {
+            let before = last.get(name).copied().unwrap_or(0);
+            if n != before {
+                out.push((name, n, n as isize - before as isize));
             }
-            for (name, &before) in last.iter() {
-                if !now.contains_key(name) {
-                    out.push((name, 0, -(before as isize)));
-                }
+        }
+        for (name, &before) in last.iter() {
+            if !now.contains_key(name) {
+                out.push((name, 0, -(before as isize)));
             }
-            *last = now;
-            out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
-            out
-        })
-        .unwrap_or_default()
+        }
+        *last = now;
+        out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+        out
+    })
+    .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------

@@ -114,17 +114,30 @@
 // Lets `#[derive(Trace)]` (which names `::strata_gc`) work inside this crate.
 extern crate self as strata_gc;
 
+// The modules' layers, bottom-up, are listed in `ci/layers.txt`; each
+// module imports only its own layer and those below.
 mod collector;
 mod freelist;
 mod gc;
+mod gc_mut;
+mod header;
 mod introspect;
+mod release;
 mod trace;
+mod trace_impls;
+mod tracking;
+mod visit;
+mod weak;
 
-pub use crate::gc::{Gc, GcMut, Weak};
-pub use crate::introspect::{
-    CallbackHandle, CallbackInfo, DebugFlags, GarbageEntry, GenerationStats, ObjectInfo, Phase,
+pub use crate::collector::events::{
+    CallbackHandle, CallbackInfo, DebugFlags, GarbageEntry, GenerationStats, Phase,
 };
-pub use crate::trace::{DynTrace, Finalize, Trace, Visitor};
+pub use crate::gc::Gc;
+pub use crate::gc_mut::GcMut;
+pub use crate::header::Visitor;
+pub use crate::introspect::ObjectInfo;
+pub use crate::trace::{DynTrace, Finalize, Trace};
+pub use crate::weak::Weak;
 pub use strata_gc_derive::{Finalize, Trace};
 
 use std::fmt;
@@ -250,7 +263,7 @@ pub fn stats() -> [GenerationStats; NUM_GENERATIONS] {
 /// assert!(h.remove());
 /// ```
 pub fn add_callback(f: impl Fn(Phase, &CallbackInfo) + 'static) -> CallbackHandle {
-    introspect::add_callback(f)
+    collector::events::add_callback(f)
 }
 
 /// Is this `Gc`'s object tracked by the collector (in a generation)?
@@ -286,7 +299,7 @@ pub fn debug() -> DebugFlags {
 
 /// Objects kept by [`DebugFlags::SAVEALL`] instead of being freed.
 pub fn garbage() -> Vec<GarbageEntry> {
-    introspect::garbage()
+    collector::events::garbage()
 }
 
 /// Strong handles to the saved garbage objects of type `T`.
@@ -297,7 +310,7 @@ pub fn garbage_of<T: Trace + 'static>() -> Vec<Gc<T>> {
 /// Release the saved garbage (a later collection frees it); returns how many
 /// objects were released.
 pub fn clear_garbage() -> usize {
-    introspect::clear_garbage()
+    collector::events::clear_garbage()
 }
 
 /// Live tracked objects by type name, most numerous first.
@@ -360,6 +373,41 @@ pub fn referents<T: ?Sized + Trace>(gc: &Gc<T>) -> Vec<ObjectInfo> {
 /// ```
 pub fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
     introspect::dot(gc, depth)
+}
+
+/// Implement [`Trace`] and [`Finalize`] for `dyn YourTrait` where
+/// `YourTrait: DynTrace`, so `Gc<dyn YourTrait>` and `Box<dyn YourTrait>`
+/// can be traced.
+///
+/// ```
+/// use strata_gc::{impl_dyn_trace, DynTrace, Finalize, Gc, Trace};
+/// trait Shape: DynTrace { fn area(&self) -> f64; }
+/// impl_dyn_trace!(Shape);
+/// #[derive(Trace, Finalize)]
+/// struct Square(f64);
+/// impl Shape for Square { fn area(&self) -> f64 { self.0 * self.0 } }
+/// let s: Gc<dyn Shape> = Gc::unsize(Gc::new(Square(2.0)), |s| s as &dyn Shape);
+/// assert_eq!(s.area(), 4.0);
+/// ```
+#[macro_export]
+macro_rules! impl_dyn_trace {
+    ($($tr:tt)+) => {
+        impl $crate::Finalize for dyn $($tr)+ {
+            fn finalize(&self) {
+                $crate::DynTrace::dyn_finalize(self)
+            }
+        }
+        // SAFETY: forwards to the Trace impl of the concrete type behind the
+        // trait object (DynTrace is sealed and only implemented via Trace).
+        unsafe impl $crate::Trace for dyn $($tr)+ {
+            fn trace(&self, visitor: &mut $crate::Visitor) {
+                $crate::DynTrace::dyn_trace(self, visitor)
+            }
+            fn __unsize_key(&self) -> (::core::any::TypeId, usize) {
+                $crate::DynTrace::__dyn_unsize_key(self)
+            }
+        }
+    };
 }
 
 /// Items used by the code `#[derive(Trace)]` generates; not public API.

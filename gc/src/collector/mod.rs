@@ -1,6 +1,11 @@
 //! Collector layer: the per-thread generation lists, CPython's trial-deletion
 //! cycle detection (`Python/gc.c`), thresholds and the 25 % rule, promotion of
-//! survivors, freezing, and the PEP 442 destruction order for garbage.
+//! survivors, freezing, and the PEP 442 destruction order for garbage. The
+//! list primitives are in `list`, trial deletion in `trial`, what the API
+//! above shares with the collector (flags, stats, callbacks, saved garbage)
+//! in `events`. Acts on boxes only through the header (counts word, vtable):
+//! it imports neither the pointer types nor introspection, which sit above.
+//! [`collect_lists`] is the main function: read it first.
 //!
 //! # Lists
 //!
@@ -10,28 +15,20 @@
 //! per thread so that objects outliving the thread's other thread-locals can
 //! still unlink themselves.
 //!
-//! # `prev` during a collection
-//!
-//! As in CPython, the `prev` word of every node in the collected set is
-//! reused while no user code can run: bits 3..62 hold `gc_refs`, bit 63 marks
-//! nodes proven reachable, bit 62 nodes the marking sweep has passed, and
-//! the low [`PREV_FLAGS`] keep their meaning. The lists are rebuilt
-//! (restoring `prev`) before any user code runs.
-//!
 //! # Cost
 //!
 //! The first phase walks the list once and gathers the nodes into a scratch
 //! array (kept per thread between collections); every later phase iterates
 //! that array, so the loads of successive nodes are independent instead of a
 //! chain of dependent `next` loads. Marking reachable nodes and rebuilding
-//! the lists is one sweep in list order (see [`mark_and_partition`]), and
+//! the lists is one sweep in list order (see `trial::mark_and_partition`), and
 //! claiming the garbage (step 1 below) is folded into it. Freed garbage
 //! boxes go to per-thread free lists (`freelist`) that the next tracked
 //! allocations take them from.
 //!
 //! A young collection is skipped (everything promoted without tracing, the
 //! collection still counted) while no object of the collected generations
-//! is [`PURPLE`], i.e. had its strong count decremented to a non-zero value
+//! is `PURPLE`, i.e. had its strong count decremented to a non-zero value
 //! since a collection last examined it: such generations hold no garbage
 //! (see [`note_decrement`]). Structures that are built without dropping
 //! handles (a tree with parent pointers) are then never traced while young.
@@ -61,13 +58,21 @@ use std::cell::Cell;
 use std::ptr;
 use std::time::Instant;
 
-use crate::gc::{
-    acquire_strong_node, links, node_counts, release_strong_node, Links, NodePtr, NodeVTable,
-    DROPPED, FINALIZED, HEIGHT_BITS, MUT_BORROWED, NO_UPGRADE, PERSISTENT_FLAGS, PREV_FLAGS,
-    PURPLE, STRONG_MASK, TRACKED,
+use crate::collector::events::{CallbackInfo, DebugFlags, GenerationStats, Phase};
+use crate::collector::list::{
+    for_each, head, len, link_last, merge, push_back, sentinel, set_prev, unlink,
 };
-use crate::introspect::{self, CallbackInfo, DebugFlags, GenerationStats, Phase};
-use crate::trace::{VisitMode, Visitor};
+use crate::collector::trial::{find_unreachable, link_all, Partition};
+use crate::header::{
+    links, node_counts, release_strong_dropped, Links, NodePtr, DROPPED, FINALIZED, HEIGHT_BITS,
+    NO_UPGRADE, PURPLE, STRONG_MASK, TRACKED,
+};
+
+pub(crate) mod events;
+mod list;
+mod trial;
+
+pub(crate) use crate::collector::trial::visit_node;
 
 /// Number of generations (as in CPython).
 pub(crate) const NUM_GENERATIONS: usize = 3;
@@ -75,19 +80,6 @@ pub(crate) const NUM_GENERATIONS: usize = 3;
 /// trigger a generation-0 collection; every 10 of those a generation-1 one;
 /// every 10 of those a full one (subject to the 25 % rule).
 pub(crate) const DEFAULT_THRESHOLDS: [usize; NUM_GENERATIONS] = [700, 10, 10];
-
-/// `prev` bit: the node is in the set being collected.
-const COLLECTING: usize = 0b100;
-/// `prev` bit (collection only): the node was proven reachable.
-const REACHABLE: usize = 1 << (usize::BITS - 1);
-/// `prev` bit (collection only): [`mark_and_partition`]'s sweep has passed
-/// the node, so if it is found reachable later it must be traced from the
-/// stack.
-const SCANNED: usize = 1 << (usize::BITS - 2);
-/// `prev` shift of `gc_refs` during a collection.
-const REFS_SHIFT: u32 = 3;
-/// `prev` mask of `gc_refs` during a collection.
-const REFS_MASK: usize = !(REACHABLE | SCANNED | PREV_FLAGS);
 
 struct Generation {
     head: Links,
@@ -215,50 +207,6 @@ fn register_late_exit_collection() {
     let _ = LATE_EXIT_COLLECTION.try_with(|_| ());
 }
 
-/// Vtable of list sentinels; never called (sentinels are skipped by walks).
-const SENTINEL_VTABLE: NodeVTable = NodeVTable {
-    trace: sentinel_trace,
-    finalize: sentinel_node_op,
-    drop_value: sentinel_node_op,
-    dealloc: sentinel_node_op,
-    type_name: || "<sentinel>",
-    type_id: std::any::TypeId::of::<()>,
-    value_offset: 0,
-    needs_finalize: false,
-};
-
-/// # Safety
-///
-/// Never called; exists to fill the sentinel vtable.
-unsafe fn sentinel_trace(_: NodePtr, _: &mut Visitor) {}
-
-/// # Safety
-///
-/// Never called; exists to fill the sentinel vtable.
-unsafe fn sentinel_node_op(_: NodePtr) {}
-
-/// An uninitialised sentinel; [`head`] links it to itself on first use.
-const fn sentinel() -> Links {
-    Links {
-        prev: Cell::new(ptr::null()),
-        next: Cell::new(ptr::null()),
-        vtable: &SENTINEL_VTABLE,
-    }
-}
-
-/// The sentinel `l` as a list head (an empty list the first time). Sentinels
-/// live in the thread-local `Core`, which has no destructor, so they stay
-/// valid until the thread's storage is gone.
-#[inline]
-fn head(l: &Links) -> NodePtr {
-    let p: NodePtr = l;
-    if l.next.get().is_null() {
-        l.next.set(p);
-        l.prev.set(p);
-    }
-    p
-}
-
 impl Core {
     #[inline]
     fn gen_head(&self, g: usize) -> NodePtr {
@@ -268,135 +216,6 @@ impl Core {
             register_exit_collection();
         }
         head(l)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// List primitives (valid only while `prev` holds addresses)
-// ---------------------------------------------------------------------------
-
-/// # Safety
-///
-/// `n` is a live node whose `prev` holds an address.
-unsafe fn prev_of(n: NodePtr) -> NodePtr {
-    // SAFETY: guaranteed by the caller.
-    let p = unsafe { links(n) }.prev.get();
-    p.wrapping_byte_sub(p as usize & PREV_FLAGS)
-}
-
-/// # Safety
-///
-/// `n` is a live node.
-unsafe fn set_prev(n: NodePtr, p: NodePtr) {
-    // SAFETY: guaranteed by the caller.
-    let l = unsafe { links(n) };
-    l.prev
-        .set(p.wrapping_byte_add(l.prev_bits() & PERSISTENT_FLAGS));
-}
-
-/// # Safety
-///
-/// `head` is a sentinel of a valid list; `n` is a live node in no list.
-unsafe fn push_back(head: NodePtr, n: NodePtr) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { link_last(head, n, links(n).prev_bits() & PERSISTENT_FLAGS) }
-}
-
-/// Append `n` to the list of `head`, with `flags` as the flags of its
-/// `prev` (a new object has none, so it need not be read).
-///
-/// # Safety
-///
-/// As for [`push_back`].
-#[inline]
-unsafe fn link_last(head: NodePtr, n: NodePtr, flags: usize) {
-    // SAFETY: guaranteed by the caller; all touched nodes are live.
-    unsafe {
-        let last = prev_of(head);
-        links(n).prev.set(last.wrapping_byte_add(flags));
-        links(n).next.set(head);
-        links(last).next.set(n);
-        // Sentinels carry no flags.
-        links(head).prev.set(n);
-    }
-}
-
-/// # Safety
-///
-/// `n` is a live node in a valid list.
-unsafe fn unlink(n: NodePtr) {
-    // SAFETY: guaranteed by the caller; neighbours are live list members.
-    unsafe {
-        let p = prev_of(n);
-        let nx = links(n).next.get();
-        links(p).next.set(nx);
-        set_prev(nx, p);
-        links(n).next.set(ptr::null());
-        set_prev(n, ptr::null());
-    }
-}
-
-/// # Safety
-///
-/// `h` is a live sentinel.
-unsafe fn is_empty(h: NodePtr) -> bool {
-    // SAFETY: guaranteed by the caller.
-    ptr::eq(unsafe { links(h) }.next.get(), h)
-}
-
-/// Move every node of list `from` to the end of list `to`.
-///
-/// # Safety
-///
-/// Both are sentinels of valid lists.
-unsafe fn merge(from: NodePtr, to: NodePtr) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        if is_empty(from) {
-            return;
-        }
-        let first = links(from).next.get();
-        let last = prev_of(from);
-        let tail = prev_of(to);
-        links(tail).next.set(first);
-        set_prev(first, tail);
-        links(last).next.set(to);
-        set_prev(to, last);
-        links(from).next.set(from);
-        set_prev(from, from);
-    }
-}
-
-/// # Safety
-///
-/// `h` is a sentinel of a valid list.
-unsafe fn len(h: NodePtr) -> usize {
-    let mut n = 0;
-    // SAFETY: guaranteed by the caller; walking `next` visits live nodes.
-    unsafe {
-        let mut p = links(h).next.get();
-        while !ptr::eq(p, h) {
-            n += 1;
-            p = links(p).next.get();
-        }
-    }
-    n
-}
-
-/// Call `f` on every node of list `h`.
-///
-/// # Safety
-///
-/// `h` is a sentinel of a valid list and `f` does not change the list.
-unsafe fn for_each(h: NodePtr, mut f: impl FnMut(NodePtr)) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let mut p = links(h).next.get();
-        while !ptr::eq(p, h) {
-            let next = links(p).next.get();
-            f(p);
-            p = next;
-        }
     }
 }
 
@@ -538,236 +357,6 @@ pub(crate) unsafe fn is_linked(node: NodePtr) -> bool {
     unsafe { node_counts(node) }.get() & (TRACKED | DROPPED) == TRACKED
 }
 
-// ---------------------------------------------------------------------------
-// Trial deletion
-// ---------------------------------------------------------------------------
-
-#[inline]
-fn refs_of(prev: usize) -> usize {
-    (prev & REFS_MASK) >> REFS_SHIFT
-}
-
-/// Visitor callback: `child` is referenced from a node of the collected set.
-///
-/// # Safety
-///
-/// `child` is a live tracked node.
-#[inline]
-pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
-    // SAFETY: guaranteed by the caller.
-    let l = unsafe { links(child) };
-    let p = l.prev_bits();
-    if p & COLLECTING == 0 {
-        return;
-    }
-    match mode {
-        VisitMode::SubtractRefs => {
-            debug_assert!(
-                refs_of(p) > 0,
-                "gc_refs underflow: a Trace impl over-reports"
-            );
-            if refs_of(p) > 0 {
-                l.set_prev_bits(p - (1 << REFS_SHIFT));
-            }
-        }
-        VisitMode::MarkReachable(stack) => {
-            if p & REACHABLE == 0 {
-                l.set_prev_bits(p | REACHABLE);
-                if p & SCANNED != 0 {
-                    stack.push(child);
-                }
-            }
-        }
-        VisitMode::Record(_) | VisitMode::Untrackable { .. } => {}
-    }
-}
-
-/// Phase 1: gather the nodes of list `h` into `nodes` (so later phases
-/// iterate an array instead of chasing `next` pointers), set
-/// `gc_refs = strong - hold`, flag each as collecting and clear its
-/// [`PURPLE`] flag (this collection examines it).
-///
-/// # Safety
-///
-/// `h` is a valid list; from here until [`mark_and_partition`] no user code
-/// may run.
-unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>) {
-    nodes.clear();
-    // SAFETY: guaranteed by the caller; `next` is untouched by this phase.
-    unsafe {
-        let mut n = links(h).next.get();
-        while !ptr::eq(n, h) {
-            nodes.push(n);
-            let c = node_counts(n);
-            let v = c.get();
-            c.set(v & !PURPLE);
-            let strong = (v & STRONG_MASK) - hold;
-            let l = links(n);
-            l.set_prev_bits(
-                ((strong as usize) << REFS_SHIFT) | (l.prev_bits() & PERSISTENT_FLAGS) | COLLECTING,
-            );
-            n = l.next.get();
-        }
-    }
-}
-
-/// Phase 2: subtract references internal to the set.
-///
-/// # Safety
-///
-/// After [`update_refs`] gathered `nodes`.
-unsafe fn subtract_refs(nodes: &[NodePtr]) {
-    let mut v = Visitor::new(VisitMode::SubtractRefs);
-    // SAFETY: guaranteed by the caller; values of listed nodes are alive and
-    // nodes with a live GcMut guard are skipped.
-    unsafe {
-        for &n in nodes {
-            let l = links(n);
-            if l.prev_bits() & MUT_BORROWED == 0 {
-                (l.vtable.trace)(n, &mut v);
-            }
-        }
-    }
-}
-
-/// Result of [`find_unreachable`].
-struct Partition {
-    /// Nodes left in the list (reachable).
-    kept: usize,
-    /// Does an unreachable node still need `Finalize::finalize`?
-    needs_finalize: bool,
-}
-
-/// Phase 3: everything with `gc_refs > 0` is referenced from outside: mark
-/// it and everything reachable from it, tracing each reachable node once,
-/// and rebuild the lists: reachable nodes go back into `h`, the others stay
-/// in `nodes` (in list order), in no list and with the collection bits
-/// still in their `prev` (see [`link_all`] and [`destroy`]). With
-/// `claim = Some(flags)`, also takes a strong reference to each unreachable
-/// node and sets `flags` in its counts word (saves a pass over the garbage).
-///
-/// One sweep in list order relinks and traces each node already marked or
-/// referenced from outside; relinking restores its `prev` address, which
-/// takes it out of the collected set (its collection bits are gone), so no
-/// later visit looks at it again. A node the sweep passed unmarked is
-/// remembered as tentatively unreachable; if it is marked later it goes on
-/// a stack and is relinked and traced from there (no recursion). Edges
-/// mostly point forward in allocation order, so the sweep reads memory in
-/// order instead of chasing one edge after another, and when everything
-/// survives (most young collections) it is the only pass after
-/// [`subtract_refs`]. Nodes found late end up at the end of `h`.
-///
-/// # Safety
-///
-/// After [`subtract_refs`] on `nodes`, gathered from `h`.
-unsafe fn mark_and_partition(
-    h: NodePtr,
-    nodes: &mut Vec<NodePtr>,
-    claim: Option<u64>,
-) -> Partition {
-    let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
-    let (mut kept, mut tentative) = (0, 0);
-    // SAFETY: guaranteed by the caller; as in subtract_refs. `nodes` is
-    // exactly the old content of `h`; kept nodes are chained after `last`,
-    // whose `prev` was already restored. Tentative nodes are stored over
-    // entries the sweep has passed (`tentative <= i`).
-    unsafe {
-        let mut last = h;
-        let mut relink_and_trace = |n: NodePtr, v: &mut Visitor| {
-            set_prev(n, last);
-            links(last).next.set(n);
-            last = n;
-            kept += 1;
-            let l = links(n);
-            if l.prev_bits() & MUT_BORROWED == 0 {
-                (l.vtable.trace)(n, v);
-            }
-        };
-        for i in 0..nodes.len() {
-            let n = nodes[i];
-            let l = links(n);
-            let p = l.prev_bits();
-            if p & REACHABLE == 0 && refs_of(p) == 0 {
-                l.set_prev_bits(p | SCANNED);
-                nodes[tentative] = n;
-                tentative += 1;
-                continue;
-            }
-            relink_and_trace(n, &mut v);
-            while let Some(m) = match &mut v.mode {
-                VisitMode::MarkReachable(stack) => stack.pop(),
-                _ => None,
-            } {
-                relink_and_trace(m, &mut v);
-            }
-        }
-        links(last).next.set(h);
-        set_prev(h, last);
-    }
-    nodes.truncate(tentative);
-    let (mut found, mut needs_finalize) = (0, false);
-    // SAFETY: as above; a tentative node still in the collected set is
-    // unreachable.
-    unsafe {
-        for i in 0..nodes.len() {
-            let n = nodes[i];
-            let l = links(n);
-            if l.prev_bits() & COLLECTING == 0 {
-                continue;
-            }
-            needs_finalize |= l.vtable.needs_finalize && l.prev_bits() & FINALIZED == 0;
-            if let Some(flags) = claim {
-                acquire_strong_node(n);
-                let c = node_counts(n);
-                c.set(c.get() | flags);
-            }
-            nodes[found] = n;
-            found += 1;
-        }
-    }
-    nodes.truncate(found);
-    Partition {
-        kept,
-        needs_finalize,
-    }
-}
-
-/// Trial deletion over list `h`: afterwards `h` holds the reachable nodes,
-/// and the garbage is left in `nodes`, in no list (see
-/// [`mark_and_partition`]). `hold` is subtracted from every strong count;
-/// `claim` as for [`mark_and_partition`].
-///
-/// # Safety
-///
-/// `h` is a valid list; the values of all its nodes are alive.
-unsafe fn find_unreachable(
-    h: NodePtr,
-    hold: u64,
-    nodes: &mut Vec<NodePtr>,
-    claim: Option<u64>,
-) -> Partition {
-    // SAFETY: guaranteed by the caller; no user code runs in between.
-    unsafe {
-        update_refs(h, hold, nodes);
-        subtract_refs(nodes);
-        mark_and_partition(h, nodes, claim)
-    }
-}
-
-/// Put the garbage that [`find_unreachable`] left in `nodes` into `list`
-/// (restoring `prev`), before user code that might look at it runs.
-///
-/// # Safety
-///
-/// `list` is a valid list; `nodes` are the garbage of the last
-/// [`find_unreachable`].
-unsafe fn link_all(list: NodePtr, nodes: &[NodePtr]) {
-    for &n in nodes {
-        // SAFETY: guaranteed by the caller; the nodes are in no list.
-        unsafe { push_back(list, n) };
-    }
-}
-
 /// Scratch array of nodes reused across collections (a `Cell` so that it is
 /// simply taken and put back; during thread teardown a fresh one is used).
 struct Scratch(Cell<Vec<NodePtr>>);
@@ -845,7 +434,7 @@ fn collect_with_callbacks(core: &Core, g: usize) -> usize {
         collected: 0,
         uncollectable: 0,
     };
-    introspect::invoke_callbacks(Phase::Start, &info, &mut panics);
+    run_callbacks(Phase::Start, &info, &mut panics);
     let start = Instant::now();
     let (collected, uncollectable) = collect_main(core, g, &mut panics);
     let elapsed = start.elapsed();
@@ -863,7 +452,7 @@ fn collect_with_callbacks(core: &Core, g: usize) -> usize {
     }
     info.collected = collected;
     info.uncollectable = uncollectable;
-    introspect::invoke_callbacks(Phase::Stop, &info, &mut panics);
+    run_callbacks(Phase::Stop, &info, &mut panics);
     core.collecting.set(false);
     if let Some(p) = panics.0 {
         std::panic::resume_unwind(p);
@@ -898,7 +487,18 @@ fn collect_main(core: &Core, g: usize, panics: &mut PanicSlot) -> (usize, usize)
     out
 }
 
-/// The body of [`collect_main`] once the lists to collect are known.
+/// Run the callbacks registered in `events` for `phase`; a panic is kept in
+/// `panics` and the next callback still runs.
+fn run_callbacks(phase: Phase, info: &CallbackInfo, panics: &mut PanicSlot) {
+    for cb in events::callbacks() {
+        panics.run(|| cb(phase, info));
+    }
+}
+
+/// The body of [`collect_main`] once the lists to collect are known
+/// (CPython's `gc_collect_region`): the PEP 442 steps of the module docs,
+/// one function each, in order. Returns (unreachable found, saved by
+/// SAVEALL).
 fn collect_lists(
     core: &Core,
     g: usize,
@@ -910,28 +510,77 @@ fn collect_lists(
     let unreachable = head(&core.unreachable);
     let saveall = core.debug.get().contains(DebugFlags::SAVEALL);
     if g + 1 < NUM_GENERATIONS && core.purple_gens.get() & (1 << g) == 0 {
-        // No young object is purple: there is no young garbage (see
-        // `note_decrement`); promote everything without tracing.
-        // SAFETY: all lists are valid and no user code runs here.
-        unsafe {
-            for i in 0..g {
-                merge(core.gen_head(i), young);
-            }
-            if g == NUM_GENERATIONS - 2 {
-                core.long_lived_pending
-                    .set(core.long_lived_pending.get() + len(young));
-            }
-            merge(young, old);
-        }
+        promote_untraced(core, g, young, old);
         return (0, 0);
     }
-    // Every unreachable node is claimed right away: a strong reference of
-    // ours keeps it allocated while user code runs, and weak references stop
-    // upgrading. Unless SAVEALL keeps them, the nodes are also marked
-    // DROPPED tentatively, undone below if a finalizer has to run first
-    // (the nodes are then put in `unreachable`: only a strong count reaching
-    // 0 or try_unwrap, which needs strong == 1, unlinks a node, and neither
-    // touches a DROPPED one).
+    // Step 1: trial deletion; the garbage is left in `nodes`, claimed.
+    let part = deduce_unreachable(core, g, young, old, nodes, saveall);
+    let found = nodes.len();
+    if found == 0 {
+        return (0, 0);
+    }
+    if !saveall && !part.needs_finalize {
+        // No finalizer to run: no user code runs before the values are
+        // dropped, so nothing can be resurrected; go straight to destruction.
+        // SAFETY: every node in `nodes` is claimed by `deduce_unreachable`
+        // and marked DROPPED.
+        unsafe { destroy(nodes, panics) };
+        return (found, 0);
+    }
+    // SAFETY: `unreachable` is empty and valid; `nodes` is the garbage.
+    unsafe { link_all(unreachable, nodes) };
+    if saveall {
+        // SAFETY: `nodes` is the claimed garbage, now linked in `unreachable`.
+        unsafe { save_all_garbage(nodes, unreachable, old) };
+        return (found, found);
+    }
+    // Step 2. SAFETY: `nodes` is the claimed garbage, linked in `unreachable`.
+    unsafe { finalize_garbage(nodes, panics) };
+    // Step 3. SAFETY: `unreachable` still holds exactly the garbage (nothing
+    // unlinks a claimed node), each with our hold of 1 and its value alive.
+    unsafe { handle_resurrected_objects(core, unreachable, old, nodes) };
+    // Step 4. SAFETY: `nodes` is the final garbage, in no list, each held
+    // by us.
+    unsafe { delete_garbage(nodes, panics) };
+    (found, 0)
+}
+
+/// A skipped young collection: no young object is purple, so there is no
+/// young garbage (see [`note_decrement`]); promote everything without
+/// tracing.
+fn promote_untraced(core: &Core, g: usize, young: NodePtr, old: NodePtr) {
+    // SAFETY: all lists are valid and no user code runs here.
+    unsafe {
+        for i in 0..g {
+            merge(core.gen_head(i), young);
+        }
+        if g == NUM_GENERATIONS - 2 {
+            core.long_lived_pending
+                .set(core.long_lived_pending.get() + len(young));
+        }
+        merge(young, old);
+    }
+}
+
+/// Step 1 (CPython's `deduce_unreachable`): merge generations `0..=g` into
+/// `young`, run trial deletion over it and promote the survivors into
+/// `old`; the garbage is left in `nodes`, in no list.
+///
+/// Every unreachable node is claimed right away: a strong reference of
+/// ours keeps it allocated while user code runs, and weak references stop
+/// upgrading. Unless SAVEALL keeps them, the nodes are also marked DROPPED
+/// tentatively, undone by [`finalize_garbage`] if a finalizer has to run
+/// first (the nodes are then put in `unreachable`: only a strong count
+/// reaching 0 or try_unwrap, which needs strong == 1, unlinks a node, and
+/// neither touches a DROPPED one).
+fn deduce_unreachable(
+    core: &Core,
+    g: usize,
+    young: NodePtr,
+    old: NodePtr,
+    nodes: &mut Vec<NodePtr>,
+    saveall: bool,
+) -> Partition {
     let claim = if saveall {
         NO_UPGRADE
     } else {
@@ -940,7 +589,7 @@ fn collect_lists(
     // SAFETY: all lists are valid (no collection is running, user code is not
     // running inside this function until `mark_and_partition` has rebuilt the
     // lists).
-    let part = unsafe {
+    unsafe {
         for i in 0..g {
             merge(core.gen_head(i), young);
         }
@@ -961,34 +610,38 @@ fn collect_lists(
             core.long_lived_total.set(part.kept);
         }
         part
-    };
-    let found = nodes.len();
-    if found == 0 {
-        return (0, 0);
     }
-    if !saveall && !part.needs_finalize {
-        // No finalizer to run: no user code runs before the values are
-        // dropped, so nothing can be resurrected; go straight to destruction.
-        // SAFETY: every node in `nodes` is claimed (see above) and marked
-        // DROPPED.
-        unsafe { destroy(nodes, panics) };
-        return (found, 0);
-    }
-    // SAFETY: `unreachable` is empty and valid; `nodes` is the garbage.
-    unsafe { link_all(unreachable, nodes) };
-    if saveall {
-        // SAFETY: as above; each hold is handed over to the garbage list.
-        unsafe {
-            for &n in nodes.iter() {
-                introspect::save_garbage(n);
-            }
-            merge(unreachable, old);
+}
+
+/// SAVEALL instead of steps 2 to 4: hand our hold on each garbage object
+/// over to the garbage list and keep the objects in the old generation.
+///
+/// # Safety
+///
+/// `nodes` is the claimed garbage of [`deduce_unreachable`], linked into
+/// `unreachable` (a valid list); `old` is a valid list.
+unsafe fn save_all_garbage(nodes: &[NodePtr], unreachable: NodePtr, old: NodePtr) {
+    // SAFETY: guaranteed by the caller; each hold is handed over to the
+    // garbage list.
+    unsafe {
+        for &n in nodes.iter() {
+            events::save_garbage(n);
         }
-        return (found, found);
+        merge(unreachable, old);
     }
-    // Finalizers: the graph is fully intact.
-    // SAFETY: nodes stay in `unreachable` (see above); `FINALIZED` guarantees
-    // at most one call per object; the values are alive.
+}
+
+/// Step 2 (CPython's `finalize_garbage`): run `Finalize::finalize` once per
+/// object while the graph is fully intact.
+///
+/// # Safety
+///
+/// `nodes` is the claimed garbage of [`deduce_unreachable`], linked into a
+/// list; the values are alive.
+unsafe fn finalize_garbage(nodes: &[NodePtr], panics: &mut PanicSlot) {
+    // SAFETY: nodes stay in their list (see `deduce_unreachable`);
+    // `FINALIZED` guarantees at most one call per object; the values are
+    // alive.
     unsafe {
         for &n in nodes.iter() {
             let c = node_counts(n);
@@ -1004,9 +657,26 @@ fn collect_lists(
             }
         }
     }
-    // Re-check reachability: finalizers may have resurrected objects.
-    // SAFETY: no user code runs during find_unreachable; each node in
-    // `unreachable` carries our hold of 1.
+}
+
+/// Step 3 (CPython's `handle_resurrected_objects`): re-check reachability
+/// inside the garbage, since finalizers may have resurrected objects.
+/// Afterwards `nodes` is the final garbage (in no list), and the resurrected
+/// objects are in `old`, our holds on them dropped.
+///
+/// # Safety
+///
+/// `unreachable` is a valid list holding exactly the garbage of
+/// [`deduce_unreachable`], each node with our hold of 1 and a live value;
+/// `old` is a valid list.
+unsafe fn handle_resurrected_objects(
+    core: &Core,
+    unreachable: NodePtr,
+    old: NodePtr,
+    nodes: &mut Vec<NodePtr>,
+) {
+    // SAFETY: guaranteed by the caller; no user code runs during
+    // find_unreachable.
     unsafe {
         find_unreachable(unreachable, 1, nodes, None);
         // Now `unreachable` holds the resurrected objects, and `nodes` the
@@ -1020,13 +690,25 @@ fn collect_lists(
         });
         core.purple_gens.set(core.purple_gens.get() | ALL_GENS);
         merge(unreachable, old);
+    }
+}
+
+/// Step 4 (CPython's `delete_garbage`): mark the final garbage `DROPPED`,
+/// then [`destroy`] it.
+///
+/// # Safety
+///
+/// `nodes` is the final garbage of [`handle_resurrected_objects`]: in no
+/// list, each held by one strong reference of ours, values alive.
+unsafe fn delete_garbage(nodes: &[NodePtr], panics: &mut PanicSlot) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
         for &n in nodes.iter() {
             let c = node_counts(n);
             c.set(c.get() | DROPPED);
         }
         destroy(nodes, panics);
     }
-    (found, 0)
 }
 
 /// Drop the values of the garbage (all boxes stay allocated, so cycles break
@@ -1034,7 +716,7 @@ fn collect_lists(
 ///
 /// # Safety
 ///
-/// `nodes` are in no list (as [`find_unreachable`] leaves its garbage),
+/// `nodes` are in no list (as `find_unreachable` leaves its garbage),
 /// each marked `DROPPED` and held by one strong reference of ours; their
 /// values are alive.
 unsafe fn destroy(nodes: &[NodePtr], panics: &mut PanicSlot) {
@@ -1056,7 +738,7 @@ unsafe fn destroy(nodes: &[NodePtr], panics: &mut PanicSlot) {
             let l = links(n);
             l.next.set(ptr::null());
             set_prev(n, ptr::null());
-            release_strong_node(n);
+            release_strong_dropped(n);
         }
     }
 }

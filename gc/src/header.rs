@@ -1,0 +1,353 @@
+//! Box/header layer: what a `Gc` allocation is made of — the counts word
+//! and its bits, the [`Links`] record of a tracked box with the vtable of
+//! its type-erased operations, and the [`Visitor`] that vtable's `trace` is
+//! handed — plus the count and deallocation operations through which every
+//! layer above acts on a box. Imports nothing of the crate.
+//!
+//! # Memory layout
+//!
+//! Every allocation holds a `GcBox<T>`: one 8-byte *counts word* followed by
+//! the value. Types that may own a `Gc` (`T::MAY_CONTAIN_GC`) are *tracked*:
+//! their allocation also holds a [`Links`] record (CPython's `PyGC_Head`)
+//! placed immediately before the counts word, so a node is always found at
+//! `counts - size_of::<Links>()` whatever `T` is (also for `Gc<dyn Trait>`).
+//!
+//! ```text
+//! untracked:  [counts u64][value T]                          8 B header
+//! tracked:    [pad?][prev|flags][next][vtable][counts][value] 32 B header
+//! ```
+//!
+//! The counts word packs the strong count (bits 0..30), the weak count
+//! (bits 30..54, including one implicit weak reference held collectively by
+//! the strong references, as in `std::rc`), the height of an untracked
+//! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
+//! a tracked object, which has no height), and four flags: `TRACKED` (the
+//! object is in a generation list), `NO_UPGRADE` (weak references were
+//! cleared by the collector), `DROPPED` (the collector dropped the value;
+//! the box is kept only for outstanding handles) and `HAS_LINKS` (the
+//! allocation carries a [`Links`] record).
+//!
+//! A box with links is not necessarily tracked: a value that can never be
+//! part of a cycle (see `Trace::INTERIOR_MUTABLE`) is left out of the
+//! generation lists, like CPython's untracked tuples, and costs what an
+//! `Rc` costs apart from its header.
+//!
+//! # Why the visitor is here
+//!
+//! [`NodeVTable::trace`] takes a [`Visitor`], and one of the visitor's
+//! modes is the collector's stack of [`NodePtr`]s: the three types name each
+//! other, so they live in one file. How a visited `Gc` is handled
+//! (`Visitor::visit`) is defined beside `Gc`, in the pointer layer.
+
+use std::alloc::Layout;
+use std::any::TypeId;
+use std::cell::Cell;
+use std::mem;
+
+// ---------------------------------------------------------------------------
+// The counts word and the flags of `prev`
+// ---------------------------------------------------------------------------
+
+/// Bits of the counts word that hold the strong count.
+const STRONG_BITS: u32 = 30;
+/// One strong reference in the counts word.
+pub(crate) const STRONG_ONE: u64 = 1;
+/// Bits of the counts word that hold the strong count (about a billion).
+pub(crate) const STRONG_MASK: u64 = (1 << STRONG_BITS) - 1;
+/// Shift of the weak count in the counts word.
+const WEAK_SHIFT: u32 = STRONG_BITS;
+/// Width of the weak count (~16 million).
+const WEAK_BITS: u32 = 24;
+/// One weak reference in the counts word.
+pub(crate) const WEAK_ONE: u64 = 1 << WEAK_SHIFT;
+/// Bits of the counts word that hold the weak count.
+pub(crate) const WEAK_MASK: u64 = ((1 << WEAK_BITS) - 1) << WEAK_SHIFT;
+/// Shift of the height of an untracked object in the counts word.
+const HEIGHT_SHIFT: u32 = WEAK_SHIFT + WEAK_BITS;
+/// Number of height bits (see [`HEIGHT_BITS`]): up to the first flag.
+pub(crate) const HEIGHT_WIDTH: u32 = TRACKED.trailing_zeros() - HEIGHT_SHIFT;
+/// The height bits of the counts word. The height of an untracked object
+/// is one more than that of the highest object it holds (all untracked
+/// too, and immutable, so the height recorded at creation stays true);
+/// boxes without links count as 0, so a box that holds no linked box is at
+/// height 1.
+///
+/// It is kept as a thermometer code (height `h` is `h` low ones),
+/// saturating at [`HEIGHT_WIDTH`] ([`TALL`]): the OR of codes is the code
+/// of the highest, so a new object's height costs a few operations (see
+/// [`height_above`]) instead of a maximum per field. Dropping an object
+/// that is not tall recurses at most [`HEIGHT_WIDTH`] deep, so it is
+/// released without the trashcan. Meaningless for a tracked object.
+pub(crate) const HEIGHT_BITS: u64 = ((1 << HEIGHT_WIDTH) - 1) << HEIGHT_SHIFT;
+/// The highest height bit: the height of the object saturated (it may be
+/// any higher); its release goes through the trashcan.
+pub(crate) const TALL: u64 = 1 << (HEIGHT_SHIFT + HEIGHT_WIDTH - 1);
+/// Counts-word bits that send the release of an object down the slow path
+/// (`Gc::drop_slow`): tracked, already dropped, or tall.
+pub(crate) const SLOW_RELEASE: u64 = TRACKED | DROPPED | TALL;
+/// The object is in a generation list (or a list of the collection in
+/// progress). Kept in the counts word, which every release reads anyway.
+pub(crate) const TRACKED: u64 = 1 << 60;
+/// Tracked objects only (whose height bits are otherwise unused): the
+/// strong count dropped to a non-zero value since a collection last looked
+/// at the object (Bacon and Rajan's "purple" candidate roots). The first
+/// such decrement tells the collector (see `collector::note_decrement`);
+/// a young generation none of whose objects is purple holds no garbage.
+pub(crate) const PURPLE: u64 = 1 << HEIGHT_SHIFT;
+/// The collector cleared weak references to this object: `upgrade` fails.
+pub(crate) const NO_UPGRADE: u64 = 1 << 61;
+/// The collector dropped the value; dereferencing panics.
+pub(crate) const DROPPED: u64 = 1 << 62;
+/// The allocation carries a [`Links`] record just before the counts word.
+pub(crate) const HAS_LINKS: u64 = 1 << 63;
+
+/// Low bits of [`Links::prev`] that are flags, not address bits.
+pub(crate) const PREV_FLAGS: usize = 0b111;
+/// `Finalize::finalize` already ran for this object (PEP 442: at most once).
+pub(crate) const FINALIZED: usize = 0b001;
+/// A `GcMut` guard is alive: the collector must not read the value.
+pub(crate) const MUT_BORROWED: usize = 0b010;
+/// Flags that survive a collection (the others are collection-local).
+pub(crate) const PERSISTENT_FLAGS: usize = FINALIZED | MUT_BORROWED;
+
+// ---------------------------------------------------------------------------
+// Links and the vtable
+// ---------------------------------------------------------------------------
+
+/// Intrusive generation-list record of a tracked object (CPython's
+/// `PyGC_Head`), plus the type-erased operations the collector needs.
+///
+/// Outside a collection `prev` is the address of the previous node with
+/// [`PREV_FLAGS`] in its low bits; during a collection the collector reuses it
+/// for `gc_refs` (see `collector`). `next` is null when the node is in no
+/// generation list (untracked).
+#[repr(C, align(8))]
+pub(crate) struct Links {
+    pub(crate) prev: Cell<NodePtr>,
+    pub(crate) next: Cell<NodePtr>,
+    pub(crate) vtable: &'static NodeVTable,
+}
+
+impl Links {
+    /// The `prev` word as an integer (address and flag bits).
+    #[inline]
+    pub(crate) fn prev_bits(&self) -> usize {
+        self.prev.get() as usize
+    }
+
+    /// Replace the integer value of `prev`, keeping its provenance (the
+    /// strict-provenance way to store flags in pointer bits).
+    #[inline]
+    pub(crate) fn set_prev_bits(&self, bits: usize) {
+        let p = self.prev.get();
+        self.prev
+            .set(p.wrapping_byte_offset((bits as isize).wrapping_sub(p as usize as isize)));
+    }
+}
+
+/// Size of the [`Links`] record; the counts word sits this far after a node.
+pub(crate) const LINKS_SIZE: usize = mem::size_of::<Links>();
+
+/// A raw pointer to a tracked object's [`Links`] (or a list sentinel).
+pub(crate) type NodePtr = *const Links;
+
+/// Type-erased operations on a tracked object, one static table per type.
+pub(crate) struct NodeVTable {
+    /// Visit every `Gc` the value owns.
+    pub(crate) trace: unsafe fn(NodePtr, &mut Visitor),
+    /// Run `Finalize::finalize` on the value.
+    pub(crate) finalize: unsafe fn(NodePtr),
+    /// Drop the value in place (the box stays allocated).
+    pub(crate) drop_value: unsafe fn(NodePtr),
+    /// Free the allocation (the value must already be dropped or moved out).
+    pub(crate) dealloc: unsafe fn(NodePtr),
+    /// Give up one strong reference through the pointer layer's release
+    /// path (`release::release_strong_node`), for holders below that layer:
+    /// the `SAVEALL` garbage list of `collector::events`.
+    pub(crate) release_strong: unsafe fn(NodePtr),
+    /// `std::any::type_name` of the value.
+    pub(crate) type_name: fn() -> &'static str,
+    /// `TypeId` of the value.
+    pub(crate) type_id: fn() -> TypeId,
+    /// Offset of the value from the counts word.
+    pub(crate) value_offset: usize,
+    /// `Finalize::NEEDS_FINALIZE` of the value's type.
+    pub(crate) needs_finalize: bool,
+}
+
+/// The counts word of a tracked node.
+///
+/// # Safety
+///
+/// `node` must point to the [`Links`] of a live (allocated) tracked box.
+#[inline]
+pub(crate) unsafe fn node_counts<'a>(node: NodePtr) -> &'a Cell<u64> {
+    // SAFETY: the caller guarantees `node` is the Links record of an allocated
+    // tracked box, and the counts word is laid out right after it; `node`
+    // carries the provenance of the whole allocation.
+    unsafe { &*node.cast::<u8>().add(LINKS_SIZE).cast::<Cell<u64>>() }
+}
+
+/// Shared view of a node's links.
+///
+/// # Safety
+///
+/// `node` must point to a live [`Links`] record (a tracked box or a sentinel).
+#[inline]
+pub(crate) unsafe fn links<'a>(node: NodePtr) -> &'a Links {
+    // SAFETY: guaranteed by the caller; Links only holds Cells and a shared
+    // reference, so a shared reference to it never conflicts with writes.
+    unsafe { &*node }
+}
+
+/// Layout of a tracked allocation whose `GcBox` has layout `inner`, and the
+/// offset of the `GcBox` in it: the [`Links`] record sits right before the
+/// `GcBox`, which keeps its own alignment. `None` if the size overflows.
+#[inline]
+pub(crate) fn tracked_layout(inner: Layout) -> Option<(Layout, usize)> {
+    let offset = LINKS_SIZE.div_ceil(inner.align()) * inner.align();
+    let align = inner.align().max(mem::align_of::<Links>());
+    let size = offset.checked_add(inner.size())?;
+    let layout = Layout::from_size_align(size, align).ok()?;
+    Some((layout.pad_to_align(), offset))
+}
+
+/// Address of the value of the tracked box `node` (what `Gc::as_ptr` gives).
+pub(crate) fn value_address(node: NodePtr) -> usize {
+    // SAFETY: callers pass nodes they hold a strong reference to.
+    node as usize + LINKS_SIZE + unsafe { links(node) }.vtable.value_offset
+}
+
+// ---------------------------------------------------------------------------
+// Count operations
+// ---------------------------------------------------------------------------
+
+#[cold]
+#[inline(never)]
+fn refcount_overflow() -> ! {
+    // Like std::rc: overflowing a count would be unsound, aborting is not.
+    eprintln!("strata_gc: reference count overflow");
+    std::process::abort()
+}
+
+#[inline]
+pub(crate) fn inc_strong(c: &Cell<u64>) {
+    let v = c.get();
+    if v & STRONG_MASK == STRONG_MASK {
+        refcount_overflow();
+    }
+    c.set(v + STRONG_ONE);
+}
+
+#[inline]
+pub(crate) fn inc_weak(c: &Cell<u64>) {
+    let v = c.get();
+    if v & WEAK_MASK == WEAK_MASK {
+        refcount_overflow();
+    }
+    c.set(v + WEAK_ONE);
+}
+
+/// Take a new strong reference to a tracked node (used by the collector).
+///
+/// # Safety
+///
+/// `node` is a live tracked box.
+pub(crate) unsafe fn acquire_strong_node(node: NodePtr) {
+    // SAFETY: guaranteed by the caller.
+    inc_strong(unsafe { node_counts(node) });
+}
+
+/// The user's weak references in counts word `v` (without the implicit one
+/// the strong references hold together).
+#[inline]
+pub(crate) fn weak_refs(v: u64) -> usize {
+    (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
+}
+
+/// Height bits of a new object whose referents' counts words OR to `v`.
+#[inline]
+pub(crate) fn height_above(v: u64) -> u64 {
+    ((v & HEIGHT_BITS) << 1 | (1 << HEIGHT_SHIFT)) & HEIGHT_BITS
+}
+
+/// Give up one weak reference (possibly the implicit one) to a tracked node.
+///
+/// # Safety
+///
+/// `node` is a live tracked box and the caller owns the weak reference.
+pub(crate) unsafe fn release_weak_node(node: NodePtr) {
+    // SAFETY: the caller owns a weak reference, so the box is allocated.
+    let c = unsafe { node_counts(node) };
+    let v = c.get() - WEAK_ONE;
+    c.set(v);
+    if v & WEAK_MASK == 0 {
+        // SAFETY: no strong or weak reference remains and the value is gone.
+        unsafe { (links(node).vtable.dealloc)(node) }
+    }
+}
+
+/// Give up one strong reference to a tracked node whose value the collector
+/// already dropped (`DROPPED`): such a node is in no list and no collector
+/// state depends on it, so its last strong reference only releases the
+/// implicit weak one (what the full release path does for it too).
+///
+/// # Safety
+///
+/// `node` is a live tracked box marked `DROPPED`, in no list, and the
+/// caller owns one strong reference.
+pub(crate) unsafe fn release_strong_dropped(node: NodePtr) {
+    // SAFETY: the caller owns a strong reference, so the box is allocated.
+    let c = unsafe { node_counts(node) };
+    debug_assert!(c.get() & DROPPED != 0);
+    let v = c.get() - STRONG_ONE;
+    c.set(v);
+    if v & STRONG_MASK == 0 {
+        // SAFETY: the last strong reference is gone; the implicit weak
+        // reference is ours to release.
+        unsafe { release_weak_node(node) }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Visitor
+// ---------------------------------------------------------------------------
+
+/// What the collector does with each visited edge.
+pub(crate) enum VisitMode {
+    /// Trial deletion: decrement `gc_refs` of referenced collecting objects.
+    SubtractRefs,
+    /// Propagate reachability: mark and push referenced collecting objects.
+    MarkReachable(Vec<NodePtr>),
+    /// Introspection: record every visited edge.
+    Record(Vec<Edge>),
+    /// `Gc::new`: the OR of the visited objects' counts words (is one
+    /// tracked? how high is the highest? see [`HEIGHT_BITS`]).
+    Untrackable { counts: u64 },
+}
+
+/// One `Gc` reported by a `trace` call in [`VisitMode::Record`].
+pub(crate) struct Edge {
+    /// Address of the referenced value (as `Gc::as_ptr`).
+    pub(crate) address: usize,
+    /// Type name of the referenced value (the concrete type if tracked).
+    pub(crate) type_name: &'static str,
+}
+
+/// Handed to [`Trace::trace`](crate::Trace::trace); only the collector can
+/// create one.
+pub struct Visitor {
+    pub(crate) mode: VisitMode,
+}
+
+impl Visitor {
+    pub(crate) fn new(mode: VisitMode) -> Self {
+        Visitor { mode }
+    }
+}
+
+impl std::fmt::Debug for Visitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Visitor")
+    }
+}
