@@ -85,13 +85,20 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some(map_size) = offset.checked_add(size).and_then(round_to_page) else {
         return ptr::null_mut();
     };
-    let (base, map_size) = match cache().take(map_size, map_align, map_at) {
-        Some((base, cached_size)) => {
+    let cached = cache().take(map_size, map_align, map_at);
+    // SAFETY: a cached mapping is ours, placed by `map_align` and `map_at`,
+    // and holds no live data.
+    let reused = cached.and_then(|(base, cached_size)| unsafe {
+        fit_cached(base, cached_size, map_size, map_align, map_at)
+    });
+    let (base, map_size) = match reused {
+        Some((base, map_size, resident)) => {
             if zeroed {
-                // SAFETY: the cached mapping is ours and holds no live data.
-                unsafe { ptr::write_bytes(base.add(offset), 0, cached_size - offset) };
+                // SAFETY: the mapping is ours and holds no live data; past
+                // `resident`, pages are fresh and read as zero.
+                unsafe { ptr::write_bytes(base.add(offset), 0, resident - offset) };
             }
-            (base, cached_size)
+            (base, map_size)
         }
         None => {
             crate::core::purge::maybe_purge();
@@ -118,6 +125,46 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     LARGE_MAPPED.fetch_add(map_size, Ordering::Relaxed);
     LARGE_USABLE.fetch_add(map_size - offset, Ordering::Relaxed);
     data
+}
+
+/// Fits a cached mapping of `cached_size` bytes to a block needing
+/// `map_size`: grown (in place, else by moving its pages) when too small,
+/// its tail unmapped when more than twice too big. Returns the mapping,
+/// its size and how many of its leading bytes were in use before (the
+/// rest reads as zero); `None`, with the mapping unmapped, if the OS
+/// refuses to grow it.
+///
+/// # Safety
+/// `[base, base + cached_size)` must be a cached mapping placed by `align`
+/// and `at`, holding no live data.
+unsafe fn fit_cached(
+    base: *mut u8,
+    cached_size: usize,
+    map_size: usize,
+    align: usize,
+    at: usize,
+) -> Option<(*mut u8, usize, usize)> {
+    if cached_size >= map_size {
+        // SAFETY: a whole mapping of ours (caller); shrinking unmaps only
+        // pages past `map_size`, which hold no live data.
+        if cached_size / 2 > map_size && unsafe { os::resize_in_place(base, cached_size, map_size) }
+        {
+            return Some((base, map_size, map_size));
+        }
+        return Some((base, cached_size, cached_size));
+    }
+    // SAFETY: as above; growing keeps the resident pages and their data.
+    if unsafe { os::resize_in_place(base, cached_size, map_size) } {
+        return Some((base, map_size, cached_size));
+    }
+    // SAFETY: as above.
+    let moved = unsafe { os::relocate_block(base, cached_size, map_size, align, at) };
+    if moved.is_null() {
+        // SAFETY: the mapping is intact and ours (caller).
+        unsafe { os::release_block(base, cached_size, align, at) };
+        return None;
+    }
+    Some((moved, map_size, cached_size))
 }
 
 /// Unmaps large block `p`.
@@ -223,6 +270,32 @@ mod tests {
         }
     }
 
+    /// A cached mapping too small for a request grows and keeps its data
+    /// pages; one more than twice too big gives its tail back.
+    #[test]
+    fn cached_mappings_are_fitted_to_the_request() {
+        let page = os::page_size();
+        let (_, align, at) = placement(16);
+        let base = os::reserve_block(4 * page, align, at);
+        assert!(!base.is_null());
+        // SAFETY: a fresh mapping of ours, with no live data.
+        unsafe {
+            base.add(4 * page - 1).write(7);
+            let (grown, size, resident) = fit_cached(base, 4 * page, 16 * page, align, at).unwrap();
+            assert_eq!((size, resident), (16 * page, 4 * page));
+            assert_eq!(*grown.add(4 * page - 1), 7);
+            assert_eq!(*grown.add(16 * page - 1), 0);
+            let (shrunk, size, resident) =
+                fit_cached(grown, 16 * page, 5 * page, align, at).unwrap();
+            assert_eq!((shrunk, resident), (grown, size));
+            // The fake OS of Miri and loom never resizes in place.
+            assert!(size == 5 * page || cfg!(any(miri, loom)) && size == 16 * page);
+            let (kept, kept_size, _) = fit_cached(shrunk, size, 3 * page, align, at).unwrap();
+            assert_eq!((kept, kept_size), (shrunk, size));
+            os::release_block(kept, size, align, at);
+        }
+    }
+
     /// Alignments of `ARENA_SIZE` and more map a header page plus the
     /// size: the padding that found the aligned address is not kept.
     #[test]
@@ -240,9 +313,9 @@ mod tests {
             // SAFETY: `p` is a live large block until freed below.
             unsafe {
                 let h = header_of(p).read();
-                // Two pages, or up to 8 times that from the cache: never
+                // Two pages, or up to twice that from the cache: never
                 // the alignment.
-                assert!(h.map_size <= 16 * page, "align {align}: {}", h.map_size);
+                assert!(h.map_size <= 4 * page, "align {align}: {}", h.map_size);
                 assert_eq!(h.data_offset, page);
                 p.write_bytes(0x5A, 1000);
                 // Moved or grown in place, the block keeps its alignment.
