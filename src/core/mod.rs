@@ -4,7 +4,8 @@
 //! items, and the core reaches them only through [`hooks`].
 //!
 //! Bottom-up (each file imports only files before it): `sync` and `os`
-//! (the platform), `diag` (output without allocating), `arena` (OS
+//! (the platform), `tls` (a thread's pointer in an initial-exec slot),
+//! `diag` (output without allocating), `arena` (OS
 //! regions cut into slots), `size_class`, `pool` (one size class, three
 //! free lists), `large_cache`, `purge` (when memory goes back), `large`
 //! (blocks straight from the OS), `abandoned` (pools of exited threads),
@@ -30,3 +31,4 @@ pub(crate) mod purge;
 pub(crate) mod size_class;
 pub(crate) mod sync;
 pub(crate) mod thread;
+pub(crate) mod tls;

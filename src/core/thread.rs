@@ -13,6 +13,7 @@ use crate::core::counters::{live_counters, Counters};
 use crate::core::heap::{self, Heap};
 use crate::core::os;
 use crate::core::sync::Ordering;
+use crate::core::tls;
 
 /// A thread's allocator state: its heap, and its counters beside it (not
 /// inside it, so that other threads may read the counters while the owner
@@ -159,22 +160,51 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
 /// Runs `f` on the calling thread's heap and counters.
 #[inline(always)]
 pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
-    // SAFETY: the heap is only reached through this function, which is not
-    // re-entered while `f` runs (the allocator never allocates inside
-    // itself), so the `&mut` is unique.
-    HEAP.with(|t| f(unsafe { &mut *t.heap.get() }, &t.counters))
+    let t = thread_heap();
+    // SAFETY: `t` is the calling thread's, live while the thread runs; the
+    // heap is only reached through this function, which is not re-entered
+    // while `f` runs (the allocator never allocates inside itself), so the
+    // `&mut` is unique.
+    unsafe { f(&mut *(*t).heap.get(), &(*t).counters) }
+}
+
+/// The calling thread's allocator state: through the initial-exec slot
+/// where there is one ([`tls`]: two loads, also in `libstrata.so`), else
+/// through the `thread_local!`.
+#[inline(always)]
+fn thread_heap() -> *const ThreadHeap {
+    if !tls::ENABLED {
+        return HEAP.with(|t| t as *const ThreadHeap);
+    }
+    let t = tls::get();
+    if t.is_null() {
+        return thread_heap_first();
+    }
+    t.cast()
+}
+
+/// [`thread_heap`] on a thread's first call: fills the slot.
+#[cold]
+#[inline(never)]
+fn thread_heap_first() -> *const ThreadHeap {
+    let t = HEAP.with(|t| t as *const ThreadHeap);
+    tls::set(t.cast_mut().cast());
+    t
 }
 
 /// The calling thread's counters (for `profile`, outside the allocator).
+#[inline(always)]
 pub(crate) fn with_thread_counters<R>(f: impl FnOnce(&Counters) -> R) -> R {
-    HEAP.with(|t| f(&t.counters))
+    // SAFETY: the calling thread's, live while it runs; counters are only
+    // read and written through atomics.
+    f(unsafe { &(*thread_heap()).counters })
 }
 
 /// The calling thread's counters, for the live-counters table. The pointer
 /// stays valid until the thread's TLS is freed, after its exit destructor
 /// has unlisted it.
 fn thread_counters() -> *const Counters {
-    HEAP.with(|t| &t.counters as *const Counters)
+    with_thread_counters(|c| c as *const Counters)
 }
 
 /// Whether allocations and frees are being counted (a `profile::Counting`
