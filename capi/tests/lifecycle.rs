@@ -2,8 +2,8 @@
 //! (`tests/c/lifecycle.c`, one child process per case): the first
 //! allocation must not wait on the libc lock it was called under, exiting
 //! threads must not leave pools behind, a huge `STRATA_PURGE_DELAY` is
-//! clamped, and a wild free aborts with a reason instead of writing into an
-//! arena header.
+//! clamped, a wild free aborts with a reason instead of writing into an
+//! arena header, and the library also works `dlopen`ed.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -165,4 +165,21 @@ fn wild_free_into_an_arena_header_aborts() {
         stderr.contains("strata-alloc: free of a pointer into no pool"),
         "{stderr}"
     );
+}
+
+/// A program may `dlopen` the library rather than preload it: its
+/// thread-locals must not need the static TLS block (an initial-exec slot
+/// marked the library `STATIC_TLS`, and `dlopen` then failed with "cannot
+/// allocate memory in static TLS block").
+#[test]
+fn dlopened_library_serves_threads() {
+    let Some(bin) = program() else {
+        return;
+    };
+    let out = Command::new(bin)
+        .arg("dlopen")
+        .arg(library())
+        .output()
+        .unwrap();
+    assert_ok(&out, "malloc through a dlopened libstrata.so");
 }

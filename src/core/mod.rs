@@ -4,7 +4,7 @@
 //! items, and the core reaches them only through [`hooks`].
 //!
 //! Bottom-up (each file imports only files before it): `sync` and `os`
-//! (the platform), `tls` (a thread's pointer in an initial-exec slot),
+//! (the platform), `tls` (a thread's pointer in a TLS-descriptor slot),
 //! `diag` (output without allocating), `arena` (OS
 //! regions cut into slots), `size_class`, `pool` (one size class, three
 //! free lists), `large_cache`, `purge` (when memory goes back), `large`

@@ -168,9 +168,9 @@ pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) ->
     unsafe { f(&mut *(*t).heap.get(), &(*t).counters) }
 }
 
-/// The calling thread's allocator state: through the initial-exec slot
-/// where there is one ([`tls`]: two loads, also in `libstrata.so`), else
-/// through the `thread_local!`.
+/// The calling thread's allocator state: through the TLS-descriptor slot
+/// where there is one ([`tls`]: no `__tls_get_addr` call in
+/// `libstrata.so`), else through the `thread_local!`.
 #[inline(always)]
 fn thread_heap() -> *const ThreadHeap {
     if !tls::ENABLED {

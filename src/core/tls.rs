@@ -1,20 +1,23 @@
-//! Core layer: one pointer per thread in an initial-exec TLS slot.
+//! Core layer: one pointer per thread in a TLS slot reached through a TLS
+//! descriptor.
 //!
 //! Rust's `thread_local!` uses the general-dynamic TLS model, which the
 //! linker relaxes to a plain `%fs` offset in an executable but not in a
-//! shared object: in `libstrata.so` every access calls `__tls_get_addr`
-//! (about 20 instructions, a tenth of a `malloc`/`free` pair). mimalloc
-//! and glibc's own malloc use the initial-exec model instead: the slot's
-//! offset from the thread pointer is fixed when the library is loaded and
-//! read from the GOT, so an access is two loads. Rust has that model only
-//! on nightly (`#[thread_local]`, `-Z tls-model`), so the slot is declared
-//! in assembly here, and read and written with inline assembly.
+//! shared object: in `libstrata.so` every access called `__tls_get_addr`
+//! (11 % of the instructions of a `malloc`/`realloc`/`free` loop).
+//! mimalloc uses the initial-exec model instead, but that marks the whole
+//! library `STATIC_TLS`, and its 2.4 KiB of thread-locals then no longer
+//! fit the static TLS block of a program that `dlopen`s it. A TLS
+//! descriptor (the GNU2 dialect, `-mtls-dialect=gnu2` in C) has neither
+//! cost: the loader resolves the slot's offset once, and for a library in
+//! static TLS (preloaded, or linked) an access is a call to a two-
+//! instruction resolver that returns it; a `dlopen`ed library gets the
+//! dynamic resolver. In an executable the linker relaxes it to a `%fs`
+//! offset. Rust emits descriptors only on nightly (`-Z tls-dialect`), so
+//! the slot is declared in assembly here and reached with inline assembly.
 //!
-//! Initial-exec TLS of a shared object lives in the static TLS block:
-//! always there for an `LD_PRELOAD`ed or linked library, and taken from
-//! glibc's static-TLS surplus (over a kilobyte) for a `dlopen`ed one; the
-//! slot is eight bytes. Other targets, Miri and loom use the
-//! `thread_local!` directly ([`ENABLED`] is false).
+//! Other targets, Miri and loom use the `thread_local!` directly
+//! ([`ENABLED`] is false).
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom))))]
 core::arch::global_asm!(
@@ -42,14 +45,18 @@ pub(crate) const ENABLED: bool = cfg!(all(
 #[inline(always)]
 pub(crate) fn get() -> *mut u8 {
     let p: *mut u8;
-    // SAFETY: reads the eight bytes of the calling thread's slot, at the
-    // offset from `%fs` (the thread pointer) that the GOT entry holds.
+    // SAFETY: the descriptor call returns the slot's offset from `%fs` (the
+    // thread pointer) in `rax` and preserves every other register (the
+    // TLSDESC ABI); the stack is usable and aligned (no `nostack`), as the
+    // dynamic resolver needs. Reads the eight bytes of the calling
+    // thread's slot.
     unsafe {
         core::arch::asm!(
-            "movq strata_thread_slot@GOTTPOFF(%rip), {p}",
-            "movq %fs:({p}), {p}",
-            p = out(reg) p,
-            options(att_syntax, nostack, readonly, preserves_flags),
+            "leaq strata_thread_slot@TLSDESC(%rip), %rax",
+            "call *strata_thread_slot@TLSCALL(%rax)",
+            "movq %fs:(%rax), %rax",
+            out("rax") p,
+            options(att_syntax),
         );
     }
     p
@@ -59,14 +66,16 @@ pub(crate) fn get() -> *mut u8 {
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom))))]
 #[inline]
 pub(crate) fn set(value: *mut u8) {
-    // SAFETY: writes the eight bytes of the calling thread's slot (see `get`).
+    // SAFETY: as in `get`; writes the eight bytes of the calling thread's
+    // slot.
     unsafe {
         core::arch::asm!(
-            "movq strata_thread_slot@GOTTPOFF(%rip), {offset}",
-            "movq {value}, %fs:({offset})",
-            offset = out(reg) _,
+            "leaq strata_thread_slot@TLSDESC(%rip), %rax",
+            "call *strata_thread_slot@TLSCALL(%rax)",
+            "movq {value}, %fs:(%rax)",
+            out("rax") _,
             value = in(reg) value,
-            options(att_syntax, nostack, preserves_flags),
+            options(att_syntax),
         );
     }
 }

@@ -10,6 +10,9 @@
  *                printing "rss KIB" after N/5 threads and after all N
  *   churn        allocates and frees blocks of many sizes
  *   wild-free    frees a pointer into an arena header (must abort)
+ *   dlopen LIB   run without the preload: dlopens LIB and mallocs, reallocs
+ *                and frees through it from four threads, freeing each
+ *                other's blocks
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -67,6 +70,45 @@ static void churn(void) {
     for (int i = 0; i < 512; i++) free(live[i]);
 }
 
+/* The allocator of a dlopened libstrata.so, and blocks passed between
+ * threads through it. */
+static void *(*dl_malloc)(size_t);
+static void *(*dl_realloc)(void *, size_t);
+static void (*dl_free)(void *);
+static void *handed[4][256];
+
+static void *use_dlopened(void *arg) {
+    long t = (long)arg;
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < 256; i++) {
+            void *p = dl_malloc(16 + (size_t)(i * 37 + round) % 4000);
+            p = dl_realloc(p, 8 + (size_t)i * 3);
+            memset(p, (int)t, 8);
+            /* Frees the block another thread left in this cell. */
+            void *old = __atomic_exchange_n(&handed[(t + 1) % 4][i], p, __ATOMIC_ACQ_REL);
+            dl_free(old);
+        }
+    }
+    return NULL;
+}
+
+static int run_dlopened(const char *lib) {
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        printf("dlopen failed: %s\n", dlerror());
+        return 1;
+    }
+    dl_malloc = (void *(*)(size_t))dlsym(h, "malloc");
+    dl_realloc = (void *(*)(void *, size_t))dlsym(h, "realloc");
+    dl_free = (void (*)(void *))dlsym(h, "free");
+    pthread_t threads[4];
+    for (long t = 0; t < 4; t++) pthread_create(&threads[t], NULL, use_dlopened, (void *)t);
+    for (int t = 0; t < 4; t++) pthread_join(threads[t], NULL);
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 256; i++) dl_free(handed[t][i]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: lifecycle MODE [N]\n");
@@ -82,6 +124,8 @@ int main(int argc, char **argv) {
         run_threads(n);
     } else if (strcmp(mode, "churn") == 0) {
         churn();
+    } else if (strcmp(mode, "dlopen") == 0 && argc > 2) {
+        if (run_dlopened(argv[2]) != 0) return 1;
     } else if (strcmp(mode, "wild-free") == 0) {
         char *p = malloc(16);
         /* Arenas are 4 MiB-aligned; their first 64 KiB hold the header. */
