@@ -2,8 +2,10 @@
 """Checks that imports point down the layers of ci/layers.txt.
 
 Every `crate::`/`super::` path in a crate's source (use trees and inline
-paths, comments ignored) becomes an edge from its file to the file of the
-module it names (`macro_rules!` names resolve to the file defining them).
+paths, comments ignored), and every `use` of a child module declared with
+`mod child;`, becomes an edge from its file to the file of the module it
+names (`macro_rules!` names resolve to the file defining them; inside an
+inline `mod tests`, `super::` names the file itself).
 The check fails when a file imports a file of a higher layer, when a file
 belongs to no layer, or when the files' import graph has a circle.
 """
@@ -67,9 +69,11 @@ def expand_use_tree(tree):
 def paths_in(text, module):
     """Absolute paths named by `crate::`/`super::` paths, each with the
     module a `super::` path starts from (None for `crate::`)."""
-    found = []
-    for tree in re.findall(r"\buse\s+((?:crate|super)::[^;]*);", text):
-        found.extend(expand_use_tree(tree))
+    source = text
+    found, file_level = [], []
+    for indent, tree in re.findall(r"(?m)^([ \t]*)(?:pub(?:\([^)]*\))?\s+)?use\s+((?:crate|super)::[^;]*);", text):
+        for path in expand_use_tree(tree):
+            (found if indent else file_level).append(path)
     text = re.sub(r"\buse\s+[^;]*;", "", text)
     found.extend(re.findall(rf"\b(?:crate|super)(?:::{IDENT})+", text))
     absolute = []
@@ -84,6 +88,25 @@ def paths_in(text, module):
                 base = base[:-1] if parts and parts[0] == "super" else base
             # `super::item` inside an inline `mod tests` names the file itself
             absolute.append((tuple(base + parts), tuple(base)))
+    # `use self::child::...` and `use child::...` of a `mod child;` declared
+    # here name the child's file.
+    children = set(re.findall(rf"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+({IDENT})\s*;", source))
+    for tree in re.findall(rf"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+((?:self::)?{IDENT}::[^;]*);", source):
+        for path in expand_use_tree(tree):
+            parts = path.split("::")
+            if parts[0] == "self":
+                parts.pop(0)
+            if parts[0] in children:
+                absolute.append((tuple(module) + tuple(parts), None))
+    # A file's own `use super::...` (not indented: not in an inline module)
+    # names its parent module's file.
+    for path in file_level:
+        parts = path.split("::")
+        base = list(module[:-1]) if parts[0] == "super" else []
+        while parts and parts[0] in ("super", "crate"):
+            if parts.pop(0) == "super" and parts and parts[0] == "super":
+                base = base[:-1]
+        absolute.append((tuple(base + parts), None))
     return absolute
 
 

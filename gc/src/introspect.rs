@@ -1,7 +1,7 @@
 //! Introspection layer: objgraph-like views of the live tracked objects
 //! (counts by type, growth, referrers and referents, Graphviz DOT of an
 //! object's neighbourhood) and typed handles to the saved garbage. Sits
-//! above the collector, whose lists it walks (`collector::for_each_tracked`)
+//! above the collector, whose lists it walks (`collector::control::for_each_tracked`)
 //! and whose `events` keep the garbage list, and above the pointer types.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -33,7 +33,7 @@ pub(crate) fn garbage_of<T: Trace + 'static>() -> Vec<Gc<T>> {
 /// `most_common_types`).
 pub(crate) fn objects_by_type() -> Vec<(&'static str, usize)> {
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
-    collector::for_each_tracked(|n| {
+    collector::control::for_each_tracked(|n| {
         // SAFETY: for_each_tracked only yields live tracked nodes.
         let name = (unsafe { links(n) }.vtable.type_name)();
         *counts.entry(name).or_insert(0) += 1;
@@ -158,7 +158,7 @@ fn gc_info<T: ?Sized>(gc: &Gc<T>) -> ObjectInfo {
 /// Every strong edge between tracked objects: `(from, to address)`.
 fn all_edges() -> Vec<(NodePtr, Edge)> {
     let mut nodes = Vec::new();
-    collector::for_each_tracked(|n| nodes.push(n));
+    collector::control::for_each_tracked(|n| nodes.push(n));
     let mut out = Vec::new();
     for n in nodes {
         // SAFETY: tracing runs no code that can free a tracked object (Trace

@@ -189,65 +189,65 @@ pub fn collect_generation(generation: usize) -> Result<usize, GcError> {
 
 /// Enable automatic collection (the default).
 pub fn enable() {
-    collector::set_enabled(true)
+    collector::control::set_enabled(true)
 }
 
 /// Disable automatic collection; [`collect`] still works.
 pub fn disable() {
-    collector::set_enabled(false)
+    collector::control::set_enabled(false)
 }
 
 /// Is automatic collection enabled?
 pub fn is_enabled() -> bool {
-    collector::is_enabled()
+    collector::control::is_enabled()
 }
 
 /// Is a collection running on this thread right now?
 pub fn is_collecting() -> bool {
-    collector::is_collecting()
+    collector::control::is_collecting()
 }
 
 /// The collection counters `(gen0, gen1, gen2)`: net tracked allocations since
 /// the last collection, and the number of collections of the younger
 /// generation since the last collection of generations 1 and 2.
 pub fn count() -> (usize, usize, usize) {
-    collector::get_count()
+    collector::control::get_count()
 }
 
 /// Alias of [`count`] (Python's `gc.get_count`).
 pub fn get_count() -> (usize, usize, usize) {
-    collector::get_count()
+    collector::control::get_count()
 }
 
 /// The collection thresholds (default `(700, 10, 10)`).
 pub fn threshold() -> (usize, usize, usize) {
-    collector::threshold()
+    collector::control::threshold()
 }
 
 /// Set the collection thresholds; `t0 = 0` disables automatic collection.
 pub fn set_threshold(t0: usize, t1: usize, t2: usize) {
-    collector::set_threshold(t0, t1, t2)
+    collector::control::set_threshold(t0, t1, t2)
 }
 
 /// Move every tracked object to a permanent generation that is never
 /// collected (Python's `gc.freeze`, e.g. before forking workers).
 pub fn freeze() {
-    collector::freeze()
+    collector::control::freeze()
 }
 
 /// Move the permanent generation back into the oldest generation.
 pub fn unfreeze() {
-    collector::unfreeze()
+    collector::control::unfreeze()
 }
 
 /// Number of objects in the permanent generation.
 pub fn freeze_count() -> usize {
-    collector::freeze_count()
+    collector::control::freeze_count()
 }
 
 /// Statistics per generation.
 pub fn stats() -> [GenerationStats; NUM_GENERATIONS] {
-    collector::stats()
+    collector::control::stats()
 }
 
 /// Register `f` to be called at the start and stop of every collection.
@@ -279,22 +279,22 @@ pub fn is_tracked<T: ?Sized>(gc: &Gc<T>) -> bool {
 pub fn generation_of<T: ?Sized>(gc: &Gc<T>) -> Option<usize> {
     // SAFETY: `gc` keeps its box alive.
     gc.node()
-        .and_then(|n| unsafe { collector::generation_of(n) })
+        .and_then(|n| unsafe { collector::control::generation_of(n) })
 }
 
 /// Number of tracked objects in each generation list.
 pub fn generation_sizes() -> [usize; NUM_GENERATIONS] {
-    collector::generation_sizes()
+    collector::control::generation_sizes()
 }
 
 /// Set the debug flags.
 pub fn set_debug(flags: DebugFlags) {
-    collector::set_debug_flags(flags)
+    collector::control::set_debug_flags(flags)
 }
 
 /// The debug flags.
 pub fn debug() -> DebugFlags {
-    collector::debug_flags()
+    collector::control::debug_flags()
 }
 
 /// Objects kept by [`DebugFlags::SAVEALL`] instead of being freed.

@@ -40,15 +40,9 @@
 //! A per-thread flag keeps allocations made while sampling (or while a
 //! report is built) from being sampled.
 
-use core::cmp::Reverse;
-use core::fmt;
-use core::sync::atomic as owner_only;
-use std::collections::HashMap;
-
 use crate::core::hooks;
-use crate::core::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawLock};
+use crate::core::sync::{AtomicUsize, Ordering, RawLock};
 use crate::core::thread;
-use crate::insight::stats::Bytes;
 
 /// `const fn` items, plain `fn`s under `cfg(loom)` (loom's atomics have no
 /// `const` constructor): the tables are built the same way in both, the
@@ -79,29 +73,6 @@ macro_rules! atomic_array {
     };
 }
 
-/// The default mean sampling interval: 512 KiB, jemalloc's
-/// `lg_prof_sample:19`.
-pub const DEFAULT_INTERVAL: usize = 512 << 10;
-
-/// Frames kept per sampled stack (return addresses, counted from the
-/// sampler itself: the allocator's own frames, usually 4 to 10, are among
-/// them and are dropped when a report is taken).
-pub const MAX_FRAMES: usize = 40;
-
-/// Distinct stacks the site table holds; samples of further stacks count
-/// in one "other" site.
-pub const MAX_SITES: usize = 2048;
-
-/// Buckets of the live table (sampled blocks not yet freed).
-pub const LIVE_BUCKETS: usize = 4096;
-
-/// Sampled blocks per live-table bucket (one cache line of addresses).
-pub const BUCKET_SLOTS: usize = 8;
-
-/// Fixed-point scale of estimated block counts (a sample stands for a
-/// fractional number of blocks).
-const BLOCK_SCALE: f64 = 1024.0;
-
 mod report;
 mod sites;
 mod stack;
@@ -112,6 +83,7 @@ use sites::profiler;
 pub(crate) use sites::Profiler;
 #[cfg(loom)]
 pub use sites::SiteCounts;
+pub use sites::{BUCKET_SLOTS, DEFAULT_INTERVAL, LIVE_BUCKETS, MAX_FRAMES, MAX_SITES};
 use stack::HOOKS;
 
 /// Starting and stopping sessions: the lock serialising them (never taken

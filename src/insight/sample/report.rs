@@ -3,7 +3,13 @@
 
 use super::sites::{profiler, RawCounts};
 use super::stack::SAMPLER;
-use super::*;
+use core::cmp::Reverse;
+use core::fmt;
+use std::collections::HashMap;
+
+use super::sites::BLOCK_SCALE;
+use crate::core::sync::Ordering;
+use crate::insight::stats::Bytes;
 
 /// One frame of a site's stack, resolved when the report was taken
 /// (inlined functions are frames of their own, sharing an `ip`).

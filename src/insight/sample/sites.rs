@@ -1,7 +1,30 @@
 //! Insight layer, sampling: the site table and the live table, and the
 //! weights that make samples unbiased estimates.
 
-use super::*;
+use crate::core::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// The default mean sampling interval: 512 KiB, jemalloc's
+/// `lg_prof_sample:19`.
+pub const DEFAULT_INTERVAL: usize = 512 << 10;
+
+/// Frames kept per sampled stack (return addresses, counted from the
+/// sampler itself: the allocator's own frames, usually 4 to 10, are among
+/// them and are dropped when a report is taken).
+pub const MAX_FRAMES: usize = 40;
+
+/// Distinct stacks the site table holds; samples of further stacks count
+/// in one "other" site.
+pub const MAX_SITES: usize = 2048;
+
+/// Buckets of the live table (sampled blocks not yet freed).
+pub const LIVE_BUCKETS: usize = 4096;
+
+/// Sampled blocks per live-table bucket (one cache line of addresses).
+pub const BUCKET_SLOTS: usize = 8;
+
+/// Fixed-point scale of estimated block counts (a sample stands for a
+/// fractional number of blocks).
+pub(super) const BLOCK_SCALE: f64 = 1024.0;
 
 // ---------------------------------------------------------------------------
 // Weights and the countdown

@@ -2,8 +2,10 @@
 //! countdown) and the capture of their stacks, inside `malloc`.
 
 use super::sites::{mix_seed, next_countdown, profiler, Profiler};
-use super::*;
+use core::sync::atomic as owner_only;
+
 use crate::core::hooks::SamplerHooks;
+use crate::core::sync::Ordering;
 
 /// Seeds for the threads' PRNGs (any distinct values do).
 static SEEDS: owner_only::AtomicU64 = owner_only::AtomicU64::new(0);
