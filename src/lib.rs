@@ -130,6 +130,8 @@ pub mod raw {
 
     /// A block of at least `size` bytes (at least 1) aligned to `align` (a
     /// power of two); null when out of memory or when the size overflows.
+    /// (Inlined, so that a constant `align` folds the layout checks away.)
+    #[inline]
     pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         let size = size.max(1);
         let Ok(layout) = Layout::from_size_align(size, align) else {
@@ -142,10 +144,18 @@ pub mod raw {
         }
     }
 
+    /// `alloc(size, 16, false)`, `malloc` itself: a block of at least
+    /// `size` bytes (at least 1), 16-byte aligned; null when out of memory.
+    #[inline]
+    pub fn malloc(size: usize) -> *mut u8 {
+        entry::malloc(size)
+    }
+
     /// Frees `ptr` (null is allowed and ignored).
     ///
     /// # Safety
     /// `ptr` must be null or a live block of this allocator.
+    #[inline]
     pub unsafe fn free(ptr: *mut u8) {
         if !ptr.is_null() {
             // SAFETY: a live block (caller).

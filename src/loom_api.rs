@@ -182,7 +182,7 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// `p` must be a live small block of the allocator.
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { thread::free(p) }
+    unsafe { thread::free_counted(p, || crate::core::entry::small_block_size(p)) }
 }
 
 /// What the thread-exit key destructor does (`Heap::exit`): under loom

@@ -113,7 +113,7 @@ fn memalign_alignment(align: usize) -> Option<usize> {
 /// Always safe to call; the result must be released with [`free`].
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    or_enomem(raw::alloc(size, MALLOC_ALIGN, false))
+    or_enomem(raw::malloc(size))
 }
 
 /// Frees a block from this library; `NULL` is ignored.

@@ -18,6 +18,19 @@ pub(crate) fn alloc(layout: Layout) -> *mut u8 {
     }
 }
 
+/// A block of `size` bytes (at least 1) with `malloc`'s 16-byte
+/// alignment; null when out of memory. [`alloc`] without the `Layout`
+/// checks, which a constant alignment makes moot.
+#[inline(always)]
+pub(crate) fn malloc(size: usize) -> *mut u8 {
+    let size = size.max(1);
+    match class_for(size, 16) {
+        Some(class) => alloc_small(class),
+        // `large::alloc` refuses sizes that overflow a mapping.
+        None => alloc_large(size, 16, false),
+    }
+}
+
 /// [`alloc`], zeroed.
 #[inline]
 pub(crate) fn alloc_zeroed(layout: Layout) -> *mut u8 {
@@ -184,9 +197,7 @@ unsafe fn free_small(ptr: *mut u8) {
     // Counted by the block's own size, not the layout's: a block shrunk
     // in place by `realloc` is bigger than its layout says.
     // SAFETY: `ptr` is a live small block (caller).
-    thread::count_free(ptr, || unsafe { small_block_size(ptr) });
-    // SAFETY: as above.
-    unsafe { thread::free(ptr) };
+    unsafe { thread::free_counted(ptr, || small_block_size(ptr)) };
 }
 
 /// Maps a large block, counting it.
@@ -233,7 +244,7 @@ unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` must be a live small block.
-unsafe fn small_block_size(ptr: *const u8) -> usize {
+pub(crate) unsafe fn small_block_size(ptr: *const u8) -> usize {
     // SAFETY: a live small block's pool record is initialised (caller).
     unsafe { (*arena::pool_meta_of(ptr).cast::<pool::Pool>()).block_size as usize }
 }

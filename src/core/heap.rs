@@ -167,14 +167,24 @@ impl Heap {
             if !block.is_null() {
                 return block.cast();
             }
+        }
+        self.alloc_refill(class)
+    }
+
+    /// [`Heap::alloc`] when the head pool's `free` list is empty.
+    #[cold]
+    #[inline(never)]
+    fn alloc_refill(&mut self, class: usize) -> *mut u8 {
+        let pool = self.queues[class].head;
+        // SAFETY: pools in our queues are live and owned by us.
+        if !pool.is_null() && unsafe { (*pool).take_local_free() } {
             // The owner's recent frees: reuse them (cache-warm) without a
             // trip through the slow path, but run a due purge (two loads
             // when none is): a thread that only churns its own pools still
             // returns what other threads freed.
-            if pool.take_local_free() {
-                crate::core::purge::maybe_purge();
-                return pool.pop().cast();
-            }
+            crate::core::purge::maybe_purge();
+            // SAFETY: as above.
+            return unsafe { (*pool).pop() }.cast();
         }
         self.alloc_slow(class)
     }
@@ -210,11 +220,12 @@ impl Heap {
     }
 
     /// Frees a block of a pool this heap does not own: into an abandoned
-    /// pool, or onto the owner's `thread_free` list.
+    /// pool, or onto the owner's `thread_free` list. Out of line, so that
+    /// the owner's free stays a few instructions.
     ///
     /// # Safety
     /// `block` must be a live block of `pool`.
-    #[inline(always)]
+    #[inline(never)]
     unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) {
         match pool.owner.load(Ordering::Relaxed) {
             // SAFETY: forwarded contract.

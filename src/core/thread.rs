@@ -64,16 +64,37 @@ fn alloc_unstarted(class: usize) -> (*mut u8, bool) {
     with_counted_heap(|heap, c| (heap.alloc(class), c.enabled()))
 }
 
-/// Frees small block `p` through the calling thread's heap.
+/// Frees small block `p` through the calling thread's heap, counting it
+/// first if the thread counts (`bytes` gives its size, only read then).
 ///
 /// # Safety
 /// `p` must be a live small block of this allocator.
 #[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8) {
-    // SAFETY: forwarded contract.
-    if with_heap(|heap| unsafe { heap.free(p) }) {
+pub(crate) unsafe fn free_counted(p: *mut u8, bytes: impl FnOnce() -> usize) {
+    // Straight-line rather than through `with_counted_heap`: LLVM keeps
+    // that closure out of line here, and the free fast path is a few
+    // instructions.
+    let t = thread_heap();
+    // SAFETY: the calling thread's state, live while it runs.
+    let counters = unsafe { &(*t).counters };
+    if counters.enabled() {
+        // Before the free, as `count_free` requires; counting a free never
+        // allocates, so it may run before the heap is borrowed.
+        count_free_of(counters, p, bytes);
+    }
+    // SAFETY: as in `with_counted_heap`: nothing else borrows the heap
+    // while this runs; `p` is a live small block (caller).
+    let must_start = unsafe { (*(*t).heap.get()).free(p) };
+    if must_start {
         start_thread();
     }
+}
+
+/// The counting part of [`free_counted`], out of line.
+#[cold]
+#[inline(never)]
+fn count_free_of(counters: &Counters, p: *mut u8, bytes: impl FnOnce() -> usize) {
+    counters.count_free(p, bytes());
 }
 
 /// Starts the calling thread's heap if it has not started: gives it an id,
@@ -307,6 +328,6 @@ mod tests {
         let pool = unsafe { &*arena::pool_meta_of(block.0).cast::<Pool>() };
         assert_eq!(pool.owner.load(Ordering::Relaxed), ABANDONED);
         // SAFETY: live, freed once.
-        unsafe { free(block.0) };
+        unsafe { free_counted(block.0, || 48) };
     }
 }
