@@ -39,6 +39,9 @@ struct Header {
     map_size: usize,
     map_align: usize,
     map_at: usize,
+    /// The size last asked for (`alloc`, `realloc`): tells a `realloc`
+    /// that grows into the mapping's slack from one that shrinks.
+    requested: usize,
 }
 
 /// Large blocks and their mapped bytes, for stats.
@@ -119,6 +122,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             map_size,
             map_align,
             map_at,
+            requested: size,
         })
     };
     LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
@@ -214,8 +218,12 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let Some(new_map) = h.data_offset.checked_add(new_size).and_then(round_to_page) else {
         return ptr::null_mut();
     };
-    // Growing within the mapping, or shrinking by less than half: in place.
-    if new_map <= h.map_size && new_map >= h.map_size / 2 {
+    // Growing within the mapping (a cached mapping may be up to eight
+    // times what was asked for), or shrinking by less than half: in place.
+    let grows = new_size >= h.requested;
+    if new_map <= h.map_size && (grows || new_map >= h.map_size / 2) {
+        // SAFETY: the header of a live block, ours to update.
+        unsafe { (*header).requested = new_size };
         return p;
     }
     // SAFETY: the mapping is this block's own.
@@ -233,8 +241,12 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     };
     // SAFETY: the data offset lies inside the new mapping.
     let data = unsafe { new_base.add(h.data_offset) };
-    // SAFETY: the header moved with the mapping; update its size.
-    unsafe { (*header_of(data)).map_size = new_map };
+    // SAFETY: the header moved with the mapping; update its sizes.
+    unsafe {
+        let header = header_of(data);
+        (*header).map_size = new_map;
+        (*header).requested = new_size;
+    }
     LARGE_MAPPED.fetch_add(new_map.wrapping_sub(h.map_size), Ordering::Relaxed);
     LARGE_USABLE.fetch_add(new_map.wrapping_sub(h.map_size), Ordering::Relaxed);
     data
@@ -269,6 +281,26 @@ mod tests {
             let r = realloc(q, 200_000);
             assert_eq!(*r.add(199_999), 0xAB);
             free(r);
+        }
+    }
+
+    /// A block handed a cached mapping bigger than it asked for grows into
+    /// the slack in place: a `realloc` chain pays no `mremap` per step.
+    #[test]
+    fn growth_into_a_cached_mappings_slack_stays_in_place() {
+        let page = os::page_size();
+        let p = alloc(64 * page, 16, false);
+        assert!(!p.is_null());
+        // SAFETY: `p` is a live large block until freed below.
+        unsafe {
+            // As if `alloc(8 pages)` had been given this cached mapping.
+            (*header_of(p)).requested = 8 * page;
+            let map_size = (*header_of(p)).map_size;
+            let q = realloc(p, 16 * page);
+            assert_eq!(q, p);
+            assert_eq!((*header_of(q)).map_size, map_size);
+            assert_eq!((*header_of(q)).requested, 16 * page);
+            free(q);
         }
     }
 
