@@ -182,10 +182,19 @@ pub(crate) fn release_memory() {
 #[inline(always)]
 fn alloc_small(class: usize) -> *mut u8 {
     let (p, counting) = thread::alloc(class);
-    if counting && !p.is_null() {
-        thread::count_alloc(p, CLASS_SIZES[class] as usize);
+    if counting {
+        count_small_alloc(p, class);
     }
     p
+}
+
+/// The counting part of [`alloc_small`], out of line.
+#[cold]
+#[inline(never)]
+fn count_small_alloc(p: *mut u8, class: usize) {
+    if !p.is_null() {
+        thread::count_alloc(p, CLASS_SIZES[class] as usize);
+    }
 }
 
 /// Frees small block `ptr` through the thread heap, counting it.
