@@ -1,7 +1,7 @@
 //! Bad input: a double free, or freeing a pointer that is not the start of
-//! a block, aborts (in debug builds) with a one-line message naming the
-//! pointer, instead of corrupting the heap. Each case runs in a child
-//! process.
+//! a block, aborts with a one-line message naming the pointer, instead of
+//! corrupting the heap (small blocks: in debug builds; a large block's
+//! double free: in every build). Each case runs in a child process.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
@@ -82,5 +82,36 @@ fn freeing_an_interior_pointer_aborts() {
     assert!(
         stderr.contains("strata-alloc: free of a pointer that is not a block start: 0x"),
         "{stderr}"
+    );
+}
+
+/// A large block freed twice: its mapping waits in the cache with its
+/// header marked freed, so the second free aborts (in every build) rather
+/// than caching the mapping twice and handing it to two owners.
+#[test]
+fn double_free_of_a_large_block_aborts() {
+    let large = Layout::from_size_align(1 << 20, 8).unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        // SAFETY: deliberately wrong: the second dealloc is the misuse under test.
+        unsafe {
+            let p = Strata.alloc(large);
+            eprintln!("pointer {p:p}");
+            Strata.dealloc(p, large);
+            Strata.dealloc(p, large);
+        }
+        return;
+    }
+    let stderr = run_child("double_free_of_a_large_block_aborts");
+    let pointer = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pointer 0x"))
+        .expect("child printed its pointer");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("strata-alloc: double free (or use after free) of large block 0x"))
+        .expect("one-line message");
+    assert!(
+        line.ends_with(pointer),
+        "the message names the pointer: {line}"
     );
 }

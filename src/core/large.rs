@@ -28,6 +28,8 @@ use crate::core::sync::Ordering;
 use core::sync::atomic::AtomicUsize;
 
 const LARGE_MAGIC: usize = 0x5354_5241_5441_4c47; // "STRATALG"
+/// The magic of a freed large block whose mapping waits in the cache.
+const FREED_MAGIC: usize = 0x5354_5241_5441_4644; // "STRATAFD"
 
 #[repr(C)]
 struct Header {
@@ -181,6 +183,11 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // SAFETY: a live large block has a valid header.
     let h = unsafe { header_of(p).read() };
     check_magic(&h, p);
+    // A cached mapping keeps its header: marked freed, a second free of
+    // the block aborts instead of caching the mapping twice (which would
+    // hand it out twice).
+    // SAFETY: the header page is mapped until the mapping is released.
+    unsafe { (*header_of(p)).magic = FREED_MAGIC };
     LARGE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
     LARGE_MAPPED.fetch_sub(h.map_size, Ordering::Relaxed);
     LARGE_USABLE.fetch_sub(h.map_size - h.data_offset, Ordering::Relaxed);
@@ -253,6 +260,12 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
 }
 
 fn check_magic(h: &Header, p: *const u8) {
+    if h.magic == FREED_MAGIC {
+        crate::core::diag::abort_with_pointer(
+            b"double free (or use after free) of large block ",
+            p.cast_mut(),
+        );
+    }
     if h.magic != LARGE_MAGIC {
         crate::core::diag::abort_with_pointer(
             b"free or realloc of a pointer this allocator does not own: ",
