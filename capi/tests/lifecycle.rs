@@ -167,6 +167,33 @@ fn wild_free_into_an_arena_header_aborts() {
     );
 }
 
+/// Pointers malloc never returned — on the stack, in a static, in a
+/// mapping of the program's own — are reported by name, in release builds
+/// too, and never read: strata finds its chunks in its chunk map, so an
+/// address in no mapping of its own cannot fault inside `free`.
+#[test]
+fn foreign_pointers_abort_with_a_reason() {
+    for what in [
+        "free-stack",
+        "free-static",
+        "free-mmap",
+        "realloc-mmap",
+        "usable-static",
+    ] {
+        let Some(out) = run(&["foreign", what], &[], Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} was accepted:\n{stdout}");
+        assert!(!stdout.contains("returned"), "{what}: {stdout}");
+        assert!(
+            stderr.contains("strata-alloc: free, realloc or malloc_usable_size of a pointer strata never handed out: 0x"),
+            "{what}: {stderr}"
+        );
+    }
+}
+
 /// A program may `dlopen` the library rather than preload it: its
 /// thread-locals must not need the static TLS block (an initial-exec slot
 /// marked the library `STATIC_TLS`, and `dlopen` then failed with "cannot

@@ -19,6 +19,7 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
+use crate::core::chunk_map;
 use crate::core::os;
 use crate::core::sync::{AtomicU64, AtomicUsize, Ordering, RawLock};
 
@@ -120,15 +121,6 @@ fn slot_meta(arena: *mut Arena, slot: usize) -> *mut u8 {
             .cast::<u8>()
             .add(slot * SLOT_META_SIZE)
     }
-}
-
-/// Whether the header word at `header` marks an arena.
-///
-/// # Safety
-/// `header` must be the mapped start of an arena or large block.
-pub(crate) unsafe fn is_arena(header: *const u8) -> bool {
-    // SAFETY: both header kinds start with a readable magic word.
-    unsafe { header.cast::<usize>().read() == ARENA_MAGIC }
 }
 
 /// Bits set where a run of `n` consecutive set bits of `mask` starts.
@@ -318,6 +310,7 @@ impl Registry {
         if base.is_null() {
             return base;
         }
+        chunk_map::set(base.addr(), chunk_map::ARENA);
         // SAFETY: `base` is a fresh zeroed reservation big enough for the
         // header; we initialise the fields the registry reads.
         unsafe {
@@ -471,6 +464,7 @@ impl Registry {
             if !next.is_null() {
                 (*next).prev = prev;
             }
+            chunk_map::set(arena.addr(), chunk_map::NONE);
             os::release(arena.cast(), ARENA_SIZE, ARENA_SIZE);
         }
         state.arenas -= 1;

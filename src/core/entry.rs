@@ -7,7 +7,7 @@ use core::alloc::Layout;
 use core::ptr;
 
 use crate::core::size_class::{class_for, CLASS_SIZES};
-use crate::core::{abandoned, arena, large, pool, purge, thread};
+use crate::core::{abandoned, arena, chunk_map, diag, large, pool, purge, thread};
 
 /// A block for `layout` (non-zero size); null when out of memory.
 #[inline]
@@ -104,7 +104,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
 pub(crate) unsafe fn free(ptr: *mut u8) {
     // SAFETY: a live block (caller).
     unsafe {
-        if large::is_large(ptr) {
+        if is_large(ptr) {
             free_large(ptr);
         } else {
             free_small(ptr);
@@ -121,7 +121,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
 #[inline]
 pub(crate) unsafe fn realloc_unsized(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: a live block (caller).
-    let (is_large, usable) = unsafe { (large::is_large(ptr), usable_size(ptr)) };
+    let (is_large, usable) = unsafe { (is_large(ptr), usable_size(ptr)) };
     let stays_small = class_for(new_size, 16).is_some();
     if !is_large && stays_small && stays_in_place(usable, new_size) {
         return ptr;
@@ -161,12 +161,38 @@ fn stays_in_place(block: usize, new_size: usize) -> bool {
 pub(crate) unsafe fn usable_size(ptr: *const u8) -> usize {
     // SAFETY: `ptr` is a live block (caller).
     unsafe {
-        if large::is_large(ptr) {
+        if is_large(ptr) {
             large::usable_size(ptr)
         } else {
             small_block_size(ptr)
         }
     }
+}
+
+/// Whether `ptr`, given to `free`, `realloc` or `malloc_usable_size`
+/// without a size, is a large block rather than a small one. Found from
+/// the chunk map without reading the pointer's chunk: a pointer in no
+/// chunk of ours aborts here, naming it, instead of faulting on a header
+/// that is not there.
+#[inline(always)]
+fn is_large(ptr: *const u8) -> bool {
+    let kind = chunk_map::kind(ptr.addr());
+    if kind == chunk_map::ARENA {
+        return false;
+    }
+    if kind == chunk_map::NONE {
+        not_ours(ptr);
+    }
+    true
+}
+
+#[cold]
+#[inline(never)]
+fn not_ours(ptr: *const u8) -> ! {
+    diag::abort_with_pointer(
+        b"free, realloc or malloc_usable_size of a pointer strata never handed out: ",
+        ptr.cast_mut(),
+    )
 }
 
 /// Returns all free memory to the OS now: the calling thread's empty

@@ -20,6 +20,7 @@
 use core::ptr;
 
 use crate::core::arena::ARENA_SIZE;
+use crate::core::chunk_map;
 use crate::core::large_cache::cache;
 use crate::core::os::{self, round_to_page};
 use crate::core::sync::Ordering;
@@ -71,17 +72,6 @@ fn header_of(p: *const u8) -> *mut Header {
     }
 }
 
-/// Whether `p`, an allocator pointer, is a large block.
-///
-/// # Safety
-/// `p` must be a live block of this allocator.
-pub(crate) unsafe fn is_large(p: *const u8) -> bool {
-    // SAFETY: the header candidate of a live block is mapped (an arena
-    // header, or this block's own header); both kinds start with a magic.
-    p.addr() % ARENA_SIZE == 0
-        || !unsafe { crate::core::arena::is_arena(crate::core::arena::arena_of(p).cast()) }
-}
-
 /// A block of at least `size` bytes aligned to `align`, from the cache or a
 /// fresh mapping; null on failure. With `zeroed`, the memory reads as
 /// zero (free for fresh mappings, a memset for cached ones).
@@ -111,6 +101,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             if base.is_null() {
                 return base;
             }
+            mark(base, map_at);
             (base, map_size)
         }
     };
@@ -165,6 +156,9 @@ unsafe fn fit_cached(
     if unsafe { os::resize_in_place(base, cached_size, map_size) } {
         return Some((base, map_size, cached_size));
     }
+    // Cleared first: once moved, the OS may hand the old range to another
+    // thread's new arena, whose mark must not be cleared after it is set.
+    unmark(base, at);
     // SAFETY: as above.
     let moved = unsafe { os::relocate_block(base, cached_size, map_size, align, at) };
     if moved.is_null() {
@@ -172,6 +166,7 @@ unsafe fn fit_cached(
         unsafe { os::release_block(base, cached_size, align, at) };
         return None;
     }
+    mark(moved, at);
     Some((moved, map_size, cached_size))
 }
 
@@ -194,6 +189,7 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // SAFETY: the whole mapping belongs to this block, which dies now.
     let base = unsafe { p.sub(h.data_offset) };
     if !cache().put(base, h.map_size, h.map_align, h.map_at) {
+        unmark(base, h.map_at);
         // SAFETY: as above.
         unsafe { os::release_block(base, h.map_size, h.map_align, h.map_at) };
     }
@@ -239,11 +235,16 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let new_base = if unsafe { os::resize_in_place(base, h.map_size, new_map) } {
         base
     } else {
+        // Cleared first, as in `fit_cached`; marked again if the block
+        // stays where it is.
+        unmark(base, h.map_at);
         // SAFETY: as above.
         let moved = unsafe { os::relocate_block(base, h.map_size, new_map, h.map_align, h.map_at) };
         if moved.is_null() {
+            mark(base, h.map_at);
             return moved;
         }
+        mark(moved, h.map_at);
         moved
     };
     // SAFETY: the data offset lies inside the new mapping.
@@ -259,6 +260,24 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     data
 }
 
+/// Marks the chunk map for the mapping at `base` placed with `at`: the
+/// chunk a pointer into the block's first chunk finds its header from.
+fn mark(base: *mut u8, at: usize) {
+    let kind = if at == 0 {
+        chunk_map::LARGE
+    } else {
+        chunk_map::HUGE
+    };
+    chunk_map::set(base.addr() + at, kind);
+}
+
+/// Clears what [`mark`] set, before the mapping goes back to the OS.
+fn unmark(base: *mut u8, at: usize) {
+    chunk_map::set(base.addr() + at, chunk_map::NONE);
+}
+
+/// Aborts, naming `p`, unless `h` (read at `header_of(p)`) is the header
+/// of a live large block that starts at `p`.
 fn check_magic(h: &Header, p: *const u8) {
     if h.magic == FREED_MAGIC {
         crate::core::diag::abort_with_pointer(
@@ -272,11 +291,25 @@ fn check_magic(h: &Header, p: *const u8) {
             p.cast_mut(),
         );
     }
+    if header_of(p).addr() + h.data_offset != p.addr() {
+        crate::core::diag::abort_with_pointer(
+            b"free or realloc of a pointer inside a large block, not at its start: ",
+            p.cast_mut(),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `entry` asks of the chunk map for a bare pointer.
+    fn is_large(p: *const u8) -> bool {
+        matches!(
+            chunk_map::kind(p.addr()),
+            chunk_map::LARGE | chunk_map::HUGE
+        )
+    }
 
     #[test]
     fn alloc_usable_realloc_free() {
@@ -284,7 +317,7 @@ mod tests {
         assert!(!p.is_null());
         // SAFETY: `p` is a live large block for the whole test.
         unsafe {
-            assert!(is_large(p));
+            assert!(is_large(p.cast_const()));
             assert!(usable_size(p) >= 300_000);
             p.write_bytes(0xAB, 300_000);
             let q = realloc(p, 5_000_000);
@@ -368,7 +401,7 @@ mod tests {
                 let q = realloc(p, 3 * ARENA_SIZE);
                 assert!(!q.is_null());
                 assert_eq!(q.addr() % align, 0);
-                assert!(is_large(q) && usable_size(q) >= 3 * ARENA_SIZE);
+                assert!(is_large(q.cast_const()) && usable_size(q) >= 3 * ARENA_SIZE);
                 assert_eq!(*q.add(999), 0x5A);
                 q.add(3 * ARENA_SIZE - 1).write(1);
                 let r = realloc(q, 100);
@@ -408,7 +441,7 @@ mod tests {
             assert_eq!(p.addr() % align, 0);
             // SAFETY: live block.
             unsafe {
-                assert!(is_large(p));
+                assert!(is_large(p.cast_const()));
                 assert!(usable_size(p) >= 1000);
                 free(p);
             }

@@ -9,6 +9,7 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
+use crate::core::chunk_map;
 use crate::core::os;
 use crate::core::sync::{AtomicU64, Ordering, RawLock};
 // Plain core atomics even under loom: relaxed statistics, as in `large`.
@@ -171,6 +172,8 @@ impl LargeCache {
             let mut next = u64::MAX;
             for e in entries.iter_mut().filter(|e| !e.base.is_null()) {
                 if force || now >= e.freed_ms.saturating_add(delay) {
+                    // Cleared before the OS may reuse the range.
+                    chunk_map::set(e.base.addr() + e.at, chunk_map::NONE);
                     // SAFETY: a cached mapping is ours and holds no live data.
                     unsafe { os::release_block(e.base, e.size, e.align, e.at) };
                     self.bytes.fetch_sub(e.size, Ordering::Relaxed);

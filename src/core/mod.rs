@@ -15,6 +15,7 @@
 
 pub(crate) mod abandoned;
 pub(crate) mod arena;
+pub(crate) mod chunk_map;
 pub(crate) mod config;
 pub(crate) mod counters;
 pub(crate) mod diag;

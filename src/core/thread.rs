@@ -301,8 +301,6 @@ unsafe extern "C" fn on_thread_exit(_heap: *mut core::ffi::c_void) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::arena;
-    use crate::core::pool::{Pool, ABANDONED};
 
     /// Makes [`register_exit`] behave as if the OS had no `pthread` key left.
     pub(super) static NO_EXIT_KEY: core::sync::atomic::AtomicBool =
@@ -314,6 +312,8 @@ mod tests {
     #[test]
     #[cfg(not(any(miri, loom)))]
     fn heaps_are_abandoned_when_no_exit_key_is_left() {
+        use crate::core::arena;
+        use crate::core::pool::{Pool, ABANDONED};
         struct Block(*mut u8);
         // SAFETY: the block is only handed from the exiting thread to us.
         unsafe impl Send for Block {}

@@ -10,6 +10,10 @@
  *                printing "rss KIB" after N/5 threads and after all N
  *   churn        allocates and frees blocks of many sizes
  *   wild-free    frees a pointer into an arena header (must abort)
+ *   foreign WHAT frees (free), resizes (realloc) or measures
+ *                (malloc_usable_size) a pointer malloc never returned:
+ *                WHAT is free-stack, free-static, free-mmap, realloc-mmap,
+ *                usable-static (must abort)
  *   dlopen LIB   run without the preload: dlopens LIB and mallocs, reallocs
  *                and frees through it from four threads, freeing each
  *                other's blocks
@@ -21,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <malloc.h>
 
 static void handler(void) {}
 
@@ -109,6 +115,30 @@ static int run_dlopened(const char *lib) {
     return 0;
 }
 
+static char static_buffer[64];
+
+/* Hides where `p` points from the compiler, which rejects freeing a
+ * non-heap object it can see. */
+static void *launder(void *p) {
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+/* A pointer of the kind `what` names, then the call it names on it. */
+static void use_foreign(const char *what) {
+    char on_stack[64];
+    char *mapped = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED) return;
+    on_stack[0] = static_buffer[0] = mapped[0] = 1;
+    if (strcmp(what, "free-stack") == 0) free(launder(on_stack));
+    else if (strcmp(what, "free-static") == 0) free(launder(static_buffer));
+    else if (strcmp(what, "free-mmap") == 0) free(launder(mapped + 64));
+    else if (strcmp(what, "realloc-mmap") == 0) (void)!realloc(launder(mapped), 100);
+    else if (strcmp(what, "usable-static") == 0)
+        printf("%zu\n", malloc_usable_size(launder(static_buffer)));
+    printf("%s returned\n", what);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: lifecycle MODE [N]\n");
@@ -124,6 +154,9 @@ int main(int argc, char **argv) {
         run_threads(n);
     } else if (strcmp(mode, "churn") == 0) {
         churn();
+    } else if (strcmp(mode, "foreign") == 0 && argc > 2) {
+        use_foreign(argv[2]);
+        return 0;
     } else if (strcmp(mode, "dlopen") == 0 && argc > 2) {
         if (run_dlopened(argv[2]) != 0) return 1;
     } else if (strcmp(mode, "wild-free") == 0) {
