@@ -21,8 +21,6 @@
 // - Fan-in: rust-cc's strong count tops out at 16 382, below 100 000.
 // - gcmodule is not a dev-dependency (see `gc.rs`), so it has no rows.
 
-
-
 use criterion::{BenchmarkId, Criterion};
 
 /// Depth of the `RefCell` tree: 2^15 - 1 nodes.
