@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 
 const TREE_DEPTH: u32 = 14;
 const PARENT_TREE_DEPTH: u32 = 12;
@@ -456,9 +456,24 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(1))
 }
 
+/// The shapes of issue 15 (`RefCell` graphs as users write them).
+mod shapes {
+    include!("shapes.rs");
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = structures, old_young, untracked
+    targets = structures, old_young, shapes::refcell_shapes, shapes::old_young_refcell, untracked
 }
-criterion_main!(benches);
+
+// `criterion_main!` plus the peak-RSS report, whose children are this
+// binary with `STRATA_GC_BENCH_RSS_CHILD` set.
+fn main() {
+    if shapes::rss_child() {
+        return;
+    }
+    benches();
+    shapes::peak_rss_report();
+    Criterion::default().configure_from_args().final_summary();
+}
