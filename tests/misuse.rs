@@ -31,6 +31,23 @@ fn run_child(name: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Checks that `stderr` has a line starting with `message` and ending with
+/// the pointer the child printed as `pointer 0x...`.
+fn assert_names_the_pointer(stderr: &str, message: &str) {
+    let pointer = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pointer 0x"))
+        .expect("child printed its pointer");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(message))
+        .expect("one-line message");
+    assert!(
+        line.ends_with(pointer),
+        "the message names the pointer: {line}"
+    );
+}
+
 fn layout() -> Layout {
     Layout::from_size_align(48, 8).unwrap()
 }
@@ -51,18 +68,7 @@ fn double_free_aborts_with_the_pointer() {
         return;
     }
     let stderr = run_child("double_free_aborts_with_the_pointer");
-    let pointer = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pointer 0x"))
-        .expect("child printed its pointer");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("strata-alloc: double free of 0x"))
-        .expect("one-line message");
-    assert!(
-        line.ends_with(pointer),
-        "the message names the pointer: {line}"
-    );
+    assert_names_the_pointer(&stderr, "strata-alloc: double free of 0x");
 }
 
 #[test]
@@ -102,16 +108,8 @@ fn double_free_of_a_large_block_aborts() {
         return;
     }
     let stderr = run_child("double_free_of_a_large_block_aborts");
-    let pointer = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pointer 0x"))
-        .expect("child printed its pointer");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("strata-alloc: double free (or use after free) of large block 0x"))
-        .expect("one-line message");
-    assert!(
-        line.ends_with(pointer),
-        "the message names the pointer: {line}"
+    assert_names_the_pointer(
+        &stderr,
+        "strata-alloc: double free (or use after free) of large block 0x",
     );
 }
