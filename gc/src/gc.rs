@@ -591,16 +591,20 @@ impl<T: ?Sized> Drop for Gc<T> {
         let c = self.counts();
         let v = c.get() - STRONG_ONE;
         c.set(v);
-        // One test picks the common last release.
-        if v & (STRONG_MASK | SLOW_RELEASE) == 0 {
+        // Not the last reference (walks and fan-in drop these by the
+        // million): one test more at most, for a tracked object that has
+        // not turned purple yet.
+        if v & STRONG_MASK != 0 {
+            if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+                turn_purple(c, v);
+            }
+        } else if v & SLOW_RELEASE == 0 {
             // SAFETY: this was the last strong reference to an untracked box
             // whose value is alive and low enough to drop directly.
             unsafe { self.drop_value_and_box() }
-        } else if v & STRONG_MASK == 0 {
+        } else {
             // SAFETY: this was the last strong reference.
             unsafe { self.drop_slow(v) }
-        } else if v & TRACKED != 0 && v & (PURPLE | DROPPED) == 0 {
-            turn_purple(c, v);
         }
     }
 }
