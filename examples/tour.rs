@@ -4,7 +4,9 @@
 //!
 //! Run it with `cargo run --release --example tour`. It writes its files
 //! to `target/strata-tour/` under the current folder: `memory.svg` (the
-//! plot) and `cycle.dot` (a Graphviz graph of a cycle).
+//! plot), `flamegraph.svg` and `heap.pb.gz` (sampled allocation sites, as
+//! a flamegraph and a pprof profile) and `cycle.dot` (a Graphviz graph of
+//! a cycle).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use strata_alloc::plot::Recorder;
+use strata_alloc::profile::sampling::{self, Sampling, Weight};
 use strata_alloc::profile::{self, Counting, Snapshot};
 use strata_alloc::Strata;
 use strata_gc::{Finalize, Gc, Phase, Trace};
@@ -259,6 +262,37 @@ fn profile_tour(recorder: &Recorder) {
     println!("  profile::measure(|| drop(cache)):");
     println!("    {report}");
     drop(counting);
+    sampled_sites();
+}
+
+/// Which lines hold the memory: sampled stacks, shown as a table and
+/// written as a flamegraph and a pprof profile.
+fn sampled_sites() {
+    println!("  let _sampling = Sampling::with_interval(64 << 10);   // sampled stacks, like jemalloc's prof");
+    let sampling = Sampling::with_interval(64 << 10);
+    let cache = build_cache(50_000);
+    let report = sampling::Report::take();
+    drop(sampling);
+    println!("  Report::take(): the sites holding the most live bytes");
+    for line in report.display(3, 3).to_string().lines() {
+        println!("    {line}");
+    }
+    drop(cache);
+    let dir = Path::new(OUT_DIR);
+    let svg = dir.join("flamegraph.svg");
+    let pb = dir.join("heap.pb.gz");
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&svg, report.flamegraph_svg(Weight::LiveBytes)))
+        .and_then(|_| std::fs::write(&pb, report.pprof()));
+    match written {
+        Ok(()) => println!(
+            "  wrote {} (open in a browser) and {} (pprof -http=: {})",
+            svg.display(),
+            pb.display(),
+            pb.display()
+        ),
+        Err(e) => println!("  could not write the flamegraph or the profile: {e}"),
+    }
 }
 
 /// A graph node that can take part in cycles.

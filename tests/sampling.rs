@@ -89,6 +89,11 @@ fn sampling_site_large_unique(out: &mut Vec<*mut u8>, n: usize, size: usize) -> 
 }
 
 #[inline(never)]
+fn sampling_site_export_unique(out: &mut Vec<*mut u8>, n: usize, size: usize) -> usize {
+    fill!(out, n, size)
+}
+
+#[inline(never)]
 fn sampling_thread_site_0(out: &mut Vec<*mut u8>, n: usize, size: usize) -> usize {
     fill!(out, n, size)
 }
@@ -507,4 +512,96 @@ fn overhead() {
     let report = Report::take();
     drop(every);
     println!("{}", report.display(3, 3));
+}
+
+/// A known site, exported: its collapsed line carries its live bytes, the
+/// flamegraph SVG names it, and the pprof profile read back holds the
+/// report's figures with the site's function in its stack.
+#[test]
+fn reports_export_as_collapsed_stacks_flamegraphs_and_pprof() {
+    use strata_alloc::profile::sampling::{pprof, Weight};
+    let _guard = serial();
+    const N: usize = 2000;
+    const SIZE: usize = 4000;
+    let mut ptrs = Vec::with_capacity(N);
+    let sampling = Sampling::with_interval(INTERVAL);
+    let bytes = sampling_site_export_unique(&mut ptrs, N, SIZE);
+    let report = Report::take();
+    drop(sampling);
+    let exported = site(&report, "sampling_site_export_unique");
+
+    let collapsed = report.collapsed(Weight::LiveBytes);
+    let line = collapsed
+        .lines()
+        .find(|l| l.contains("sampling_site_export_unique"))
+        .unwrap_or_else(|| panic!("no collapsed line for the site:\n{collapsed}"));
+    let (stack, weight) = line.rsplit_once(' ').expect("a weight after the stack");
+    assert_eq!(
+        weight.parse::<u64>().unwrap(),
+        exported.live_bytes,
+        "{line}"
+    );
+    assert_close(exported.live_bytes, bytes, "live bytes", &report);
+    // Outermost first: the test function calls the site function.
+    let frames: Vec<&str> = stack.split(';').collect();
+    let at = |needle: &str| frames.iter().position(|f| f.contains(needle));
+    assert!(
+        at("reports_export_as") < at("sampling_site_export_unique"),
+        "caller before callee: {line}"
+    );
+    let total: u64 = collapsed
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, report.live_bytes());
+
+    let svg = report.flamegraph_svg(Weight::AllocatedBytes);
+    assert!(
+        svg.trim_start().starts_with("<?xml"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("sampling_site_export_unique"));
+
+    let profile = pprof::decode(&report.pprof()).expect("the profile reads back");
+    let names: Vec<&str> = profile
+        .sample_type
+        .iter()
+        .map(|t| profile.string_table[t.r#type as usize].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    assert_eq!(profile.period, INTERVAL as i64);
+    assert_eq!(profile.sample.len(), report.sites.len());
+    let inuse: i64 = profile.sample.iter().map(|s| s.value[3]).sum();
+    assert_eq!(inuse as u64, report.live_bytes());
+    let function_name = |id: u64| {
+        let f = profile.function.iter().find(|f| f.id == id).unwrap();
+        profile.string_table[f.name as usize].as_str()
+    };
+    let mentions_site = |s: &pprof::Sample| {
+        s.location_id.iter().any(|id| {
+            let loc = profile.location.iter().find(|l| l.id == *id).unwrap();
+            loc.line
+                .iter()
+                .any(|l| function_name(l.function_id).contains("sampling_site_export_unique"))
+        })
+    };
+    let sample = profile
+        .sample
+        .iter()
+        .find(|s| mentions_site(s))
+        .expect("a sample whose stack has the site's function");
+    assert_eq!(sample.value[3] as u64, exported.live_bytes);
+    assert_eq!(sample.value[1] as u64, exported.allocated_bytes);
+    assert!(pprof::decode(b"not gzip").unwrap_err().contains("gzip"));
+    free_all(&mut ptrs, SIZE);
 }

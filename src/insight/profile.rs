@@ -73,9 +73,12 @@ use crate::insight::stats::Bytes;
 /// the stacks (outside the allocator), drops the allocator's own frames,
 /// and lists sites by estimated live bytes; [`Report::diff`] compares two
 /// reports site by site, like `tracemalloc`'s `compare_to(..,
-/// 'traceback')`.
+/// 'traceback')`. A report also exports as collapsed stacks
+/// ([`Report::collapsed`]), as an interactive flamegraph SVG (feature
+/// `flamegraph`) and as a pprof profile for `pprof -http` (feature `pprof`).
 ///
 /// [`Report::diff`]: sampling::Report::diff
+/// [`Report::collapsed`]: sampling::Report::collapsed
 ///
 /// ```
 /// #[global_allocator]
@@ -109,9 +112,13 @@ use crate::insight::stats::Bytes;
 /// not seen.
 #[cfg(feature = "sampling")]
 pub mod sampling {
+    /// The pprof profile format (feature `pprof`): [`Report::pprof`]
+    /// writes it, [`pprof::decode`] reads it back.
+    #[cfg(feature = "pprof")]
+    pub use crate::insight::sample::pprof;
     pub use crate::insight::sample::{
-        Frame, Report, ReportDiff, Sampling, Site, SiteDiff, BUCKET_SLOTS, DEFAULT_INTERVAL,
-        LIVE_BUCKETS, MAX_FRAMES, MAX_SITES,
+        Frame, Report, ReportDiff, Sampling, Site, SiteDiff, Weight, BUCKET_SLOTS,
+        DEFAULT_INTERVAL, LIVE_BUCKETS, MAX_FRAMES, MAX_SITES,
     };
 }
 

@@ -1,7 +1,7 @@
 //! Insight layer: sampled call-site profiling (feature `sampling`), the
 //! machinery behind [`crate::profile::sampling`]: the session guard here,
 //! the tables in `sites`, the per-thread sampler and stack capture in
-//! `stack`, reports in `report`.
+//! `stack`, reports in `report`, their export formats in `export`.
 //!
 //! Like jemalloc's heap profiler (`prof.c`, `lg_prof_sample`), a thread
 //! samples one allocation about every `interval` bytes it allocates: its
@@ -73,10 +73,14 @@ macro_rules! atomic_array {
     };
 }
 
+mod export;
 mod report;
 mod sites;
 mod stack;
 
+#[cfg(feature = "pprof")]
+pub use export::pprof;
+pub use export::Weight;
 pub use report::{Frame, Report, ReportDiff, Site, SiteDiff};
 use sites::profiler;
 #[cfg(loom)]
