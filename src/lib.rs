@@ -151,6 +151,17 @@ pub mod raw {
         entry::malloc(size)
     }
 
+    /// [`malloc`]'s fast path alone: a block of at least `size` bytes from
+    /// the calling thread's cache, or null when [`malloc`] has to run
+    /// (requests above 1 KiB, the thread's first allocation, counting on,
+    /// or a refill; null never means out of memory here). It calls
+    /// nothing, so a C `malloc` built as "fast path, else a tail call to
+    /// the slow one" needs no stack frame.
+    #[inline(always)]
+    pub fn malloc_fast(size: usize) -> *mut u8 {
+        entry::malloc_fast(size)
+    }
+
     /// Frees `ptr` (null is allowed and ignored).
     ///
     /// # Safety

@@ -113,6 +113,17 @@ fn memalign_alignment(align: usize) -> Option<usize> {
 /// Always safe to call; the result must be released with [`free`].
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let p = raw::malloc_fast(size);
+    if !p.is_null() {
+        return p.cast();
+    }
+    malloc_slow(size)
+}
+
+/// [`malloc`] past its fast path, out of line so that the fast path pushes
+/// no registers.
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
     or_enomem(raw::malloc(size))
 }
 

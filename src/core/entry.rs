@@ -6,12 +6,15 @@
 use core::alloc::Layout;
 use core::ptr;
 
-use crate::core::size_class::{class_for, CLASS_SIZES};
+use crate::core::size_class::{class_for, class_index, CLASS_SIZES, DIRECT_MAX};
 use crate::core::{abandoned, arena, chunk_map, diag, large, pool, purge, thread};
 
 /// A block for `layout` (non-zero size); null when out of memory.
 #[inline]
 pub(crate) fn alloc(layout: Layout) -> *mut u8 {
+    if layout.size() <= DIRECT_MAX && layout.align() <= 16 {
+        return alloc_direct(layout.size());
+    }
     match class_for(layout.size(), layout.align()) {
         Some(class) => alloc_small(class),
         None => alloc_large(layout.size(), layout.align(), false),
@@ -23,11 +26,26 @@ pub(crate) fn alloc(layout: Layout) -> *mut u8 {
 /// checks, which a constant alignment makes moot.
 #[inline(always)]
 pub(crate) fn malloc(size: usize) -> *mut u8 {
-    let size = size.max(1);
+    if size <= DIRECT_MAX {
+        // Size 0 shares the 16-byte class: a unique pointer, as C wants.
+        return alloc_direct(size);
+    }
     match class_for(size, 16) {
         Some(class) => alloc_small(class),
         // `large::alloc` refuses sizes that overflow a mapping.
         None => alloc_large(size, 16, false),
+    }
+}
+
+/// [`malloc`]'s fast path alone: a block from the thread's direct table
+/// for `size <= DIRECT_MAX`, or null when [`malloc`] must run (it then
+/// takes its slow path). Calls nothing: a caller can tail-call the rest.
+#[inline(always)]
+pub(crate) fn malloc_fast(size: usize) -> *mut u8 {
+    if size <= DIRECT_MAX {
+        thread::alloc_direct(size)
+    } else {
+        ptr::null_mut()
     }
 }
 
@@ -212,6 +230,25 @@ fn alloc_small(class: usize) -> *mut u8 {
         count_small_alloc(p, class);
     }
     p
+}
+
+/// [`alloc_small`] of a request of `size <= DIRECT_MAX` bytes aligned to
+/// at most 16: the fast path finds the pool through the heap's direct
+/// table without computing the class; anything else is a tail call.
+#[inline(always)]
+fn alloc_direct(size: usize) -> *mut u8 {
+    let p = thread::alloc_direct(size);
+    if !p.is_null() {
+        return p;
+    }
+    alloc_direct_slow(size)
+}
+
+/// [`alloc_direct`] when the fast path declined: the thread's first
+/// allocation, counting, or a refill.
+#[inline(never)]
+fn alloc_direct_slow(size: usize) -> *mut u8 {
+    alloc_small(class_index(size))
 }
 
 /// The counting part of [`alloc_small`], out of line.

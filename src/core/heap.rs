@@ -28,7 +28,10 @@ use crate::core::arena::{self, registry};
 use crate::core::counters::{live_counters, Counters, NO_SLOT};
 use crate::core::os;
 use crate::core::pool::{release_pool, Block, Pool, ABANDONED, TYPED_OWNER};
-use crate::core::size_class::{pool_slots, NUM_CLASSES};
+use crate::core::size_class::{
+    direct_index, direct_slots, pool_slots, DIRECT_LAST_CLASS, DIRECT_MAX, DIRECT_SLOTS,
+    NUM_CLASSES,
+};
 use crate::core::sync::Ordering;
 
 /// How many pools of a class the allocation slow path inspects before
@@ -70,6 +73,10 @@ pub(crate) struct Heap {
     pub(crate) id: usize,
     /// Pools per size class; the head is allocated from.
     queues: [Queue; NUM_CLASSES],
+    /// The head pool of each request size up to `DIRECT_MAX`, by 16-byte
+    /// step (see `size_class::direct_index`): kept equal to the queue
+    /// heads by [`Heap::sync_direct`].
+    direct: [*mut Pool; DIRECT_SLOTS],
     /// Empty head pools kept for reuse, oldest replaced first; an entry is
     /// cleared when its pool leaves our queues.
     hot_empty: [*mut Pool; HOT_EMPTY_POOLS],
@@ -91,6 +98,7 @@ impl Heap {
         Heap {
             id: 0,
             queues: [EMPTY_QUEUE; NUM_CLASSES],
+            direct: [ptr::null_mut(); DIRECT_SLOTS],
             hot_empty: [ptr::null_mut(); HOT_EMPTY_POOLS],
             hot_next: 0,
             owned: false,
@@ -136,6 +144,7 @@ impl Heap {
             }
         }
         self.queues = [EMPTY_QUEUE; NUM_CLASSES];
+        self.direct = [ptr::null_mut(); DIRECT_SLOTS];
         self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
     }
 
@@ -169,6 +178,34 @@ impl Heap {
             }
         }
         self.alloc_refill(class)
+    }
+
+    /// A block for a request of `size <= DIRECT_MAX` bytes aligned to at
+    /// most 16, popped from the head pool of its class (through the direct
+    /// table); null when that pool's `free` list is empty or there is none:
+    /// then [`Heap::alloc`] refills.
+    #[inline(always)]
+    pub(crate) fn pop_direct(&mut self, size: usize) -> *mut u8 {
+        debug_assert!(size <= DIRECT_MAX);
+        let pool = self.direct[direct_index(size)];
+        if pool.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the direct table holds our queue heads, which are live
+        // and owned by us.
+        unsafe { (*pool).pop() }.cast()
+    }
+
+    /// Copies the head of `class`'s queue into its direct-table slots;
+    /// called wherever a queue head changes.
+    #[inline]
+    fn sync_direct(&mut self, class: usize) {
+        if class <= DIRECT_LAST_CLASS {
+            let head = self.queues[class].head;
+            for slot in direct_slots(class) {
+                self.direct[slot] = head;
+            }
+        }
     }
 
     /// [`Heap::alloc`] when the head pool's `free` list is empty.
@@ -424,6 +461,7 @@ impl Heap {
         }
         q.head = pool;
         q.len += 1;
+        self.sync_direct(class);
     }
 
     fn push_back(&mut self, class: usize, pool: *mut Pool) {
@@ -440,6 +478,7 @@ impl Heap {
         }
         q.tail = pool;
         q.len += 1;
+        self.sync_direct(class);
     }
 
     fn unlink(&mut self, class: usize, pool: *mut Pool) {
@@ -467,6 +506,7 @@ impl Heap {
             }
         }
         q.len -= 1;
+        self.sync_direct(class);
     }
 
     /// Gives every pool back: empty ones to the registry, the rest to the
@@ -492,6 +532,7 @@ impl Heap {
             }
             self.queues[class] = EMPTY_QUEUE;
         }
+        self.direct = [ptr::null_mut(); DIRECT_SLOTS];
         self.hot_empty = [ptr::null_mut(); HOT_EMPTY_POOLS];
     }
 

@@ -119,6 +119,46 @@ pub const fn class_for(size: usize, align: usize) -> Option<usize> {
     Some(class_index(if rounded == 0 { align } else { rounded }))
 }
 
+/// Largest request served through a heap's direct table (mimalloc's
+/// `pages_free_direct`): one slot per 16 bytes of request, holding the
+/// head pool of the request's class, so that `malloc` of a small size
+/// finds its pool with one shift and one load, without computing the class.
+pub const DIRECT_MAX: usize = 1024;
+/// Slots of the direct table: sizes 0..=DIRECT_MAX in 16-byte steps.
+pub const DIRECT_SLOTS: usize = DIRECT_MAX / 16 + 1;
+/// The last class the direct table serves.
+pub const DIRECT_LAST_CLASS: usize = class_index(DIRECT_MAX);
+
+/// The direct-table slot of a request of `size <= DIRECT_MAX` bytes
+/// (alignment at most 16).
+#[inline(always)]
+pub const fn direct_index(size: usize) -> usize {
+    (size + 15) >> 4
+}
+
+/// The direct-table slots of class `class <= DIRECT_LAST_CLASS`: the
+/// requests it serves are those above the previous class's size, up to its
+/// own (every class size up to `DIRECT_MAX` is a multiple of 16).
+pub const fn direct_slots(class: usize) -> core::ops::RangeInclusive<usize> {
+    let first = if class == 0 {
+        0
+    } else {
+        class_size(class - 1) / 16 + 1
+    };
+    first..=class_size(class) / 16
+}
+
+// Each slot's requests all fall in one class: class sizes up to the
+// direct limit are multiples of the slot width.
+const _: () = {
+    let mut c = 0;
+    while c <= DIRECT_LAST_CLASS {
+        assert!(class_size(c) % 16 == 0);
+        c += 1;
+    }
+    assert!(class_size(DIRECT_LAST_CLASS) == DIRECT_MAX);
+};
+
 // The arena must hold the largest pool beside its header slot.
 const _: () = assert!(pool_slots(NUM_CLASSES - 1) < SLOTS_PER_ARENA);
 const _: () = assert!(class_size(NUM_CLASSES - 1) == MAX_SMALL_SIZE);
@@ -126,6 +166,19 @@ const _: () = assert!(class_size(NUM_CLASSES - 1) == MAX_SMALL_SIZE);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_slots_map_to_the_class_of_their_sizes() {
+        for size in 0..=DIRECT_MAX {
+            let class = class_index(size);
+            assert!(
+                direct_slots(class).contains(&direct_index(size)),
+                "size {size}: class {class}, slot {}",
+                direct_index(size)
+            );
+        }
+        assert_eq!(*direct_slots(DIRECT_LAST_CLASS).end(), DIRECT_SLOTS - 1);
+    }
 
     #[test]
     fn classes_are_increasing_and_cover_every_size() {

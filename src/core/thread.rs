@@ -53,6 +53,32 @@ pub(crate) fn alloc(class: usize) -> (*mut u8, bool) {
     (p, counting)
 }
 
+/// `malloc`'s fast path: a block for a request of `size <= DIRECT_MAX`
+/// bytes aligned to at most 16, popped from the head pool the heap's
+/// direct table gives for `size`; or null when the request needs the slow
+/// path ([`alloc`]): the thread's first call, counting on, or an empty
+/// `free` list. Calls nothing, so the caller's fast path needs no stack
+/// frame.
+#[inline(always)]
+pub(crate) fn alloc_direct(size: usize) -> *mut u8 {
+    let t = if tls::ENABLED {
+        tls::get().cast::<ThreadHeap>().cast_const()
+    } else {
+        thread_heap()
+    };
+    if t.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `t` is the calling thread's, live while the thread runs; the
+    // heap is not re-entered (see `with_counted_heap`).
+    unsafe {
+        if (*t).counters.enabled() {
+            return ptr::null_mut();
+        }
+        (*(*t).heap.get()).pop_direct(size)
+    }
+}
+
 /// [`alloc`] after a null: starts the heap if it had not started, and
 /// tries again (else the null means out of memory).
 #[cold]
