@@ -52,18 +52,20 @@ pub(crate) fn malloc_fast(size: usize) -> *mut u8 {
 /// [`alloc`], zeroed.
 #[inline]
 pub(crate) fn alloc_zeroed(layout: Layout) -> *mut u8 {
-    match class_for(layout.size(), layout.align()) {
-        Some(class) => {
-            let p = alloc_small(class);
-            if !p.is_null() {
-                // SAFETY: the block holds at least `layout.size()` bytes.
-                unsafe { ptr::write_bytes(p, 0, layout.size()) };
-            }
-            p
+    let p = if layout.size() <= DIRECT_MAX && layout.align() <= 16 {
+        alloc_direct(layout.size())
+    } else {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => alloc_small(class),
+            // Fresh mappings are already zero: no memset.
+            None => return alloc_large(layout.size(), layout.align(), true),
         }
-        // Fresh mappings are already zero: no memset.
-        None => alloc_large(layout.size(), layout.align(), true),
+    };
+    if !p.is_null() {
+        // SAFETY: the block holds at least `layout.size()` bytes.
+        unsafe { ptr::write_bytes(p, 0, layout.size()) };
     }
+    p
 }
 
 /// Frees `ptr`, allocated with `layout`.
