@@ -262,7 +262,7 @@ fn profile_tour(recorder: &Recorder) {
 }
 
 /// A graph node that can take part in cycles.
-#[derive(Trace, Finalize)]
+#[derive(Trace)]
 struct Node {
     id: usize,
     edges: RefCell<Vec<Gc<Node>>>,
@@ -270,6 +270,7 @@ struct Node {
 
 /// An object whose finalizer runs while its cycle is still intact.
 #[derive(Trace)]
+#[trace(finalize)]
 struct Resource {
     name: &'static str,
     peer: RefCell<Option<Gc<Resource>>>,

@@ -348,8 +348,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     ///
     /// ```should_panic
-    /// use strata_gc::{Finalize, Gc, Trace};
-    /// #[derive(Trace, Finalize)]
+    /// use strata_gc::{Gc, Trace};
+    /// #[derive(Trace)]
     /// struct Meters(u32);
     /// // A field is not the value, even at the same address and size.
     /// let _: Gc<u32> = Gc::unsize(Gc::new(Meters(3)), |m| &m.0);

@@ -169,8 +169,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// (like `Rc::new_cyclic`). Upgrading the weak reference inside `f` fails.
     ///
     /// ```
-    /// use strata_gc::{Finalize, Gc, Trace, Weak};
-    /// #[derive(Trace, Finalize)]
+    /// use strata_gc::{Gc, Trace, Weak};
+    /// #[derive(Trace)]
     /// struct Me { me: Weak<Me> }
     /// let m = Gc::new_cyclic(|w| Me { me: w.clone() });
     /// assert!(Gc::ptr_eq(&m.me.upgrade().unwrap(), &m));

@@ -1,5 +1,14 @@
 //! `#[derive(Trace)]` and `#[derive(Finalize)]` for strata-gc.
 //!
+//! `#[derive(Trace)]` alone is enough for a type without a finalizer: it
+//! also implements `Finalize` as a no-op (`NEEDS_FINALIZE = false`, so the
+//! collector skips the finalization pass for the type). A type with a
+//! hand-written `impl Finalize` is marked `#[trace(finalize)]`, and the
+//! derive then leaves `Finalize` to that impl. `#[derive(Finalize)]`
+//! expands to nothing: it is kept so that `#[derive(Trace, Finalize)]`,
+//! the form of rust-gc and rust-cc, compiles unchanged (one derive cannot
+//! see the other, so only one of them may emit the impl).
+//!
 //! `#[derive(Trace)]` visits every field (of every enum variant) except those
 //! marked `#[trace(skip)]`, adds a `T: Trace` bound for each type parameter
 //! used by a traced field, and computes `MAY_CONTAIN_GC` as the OR of the
@@ -35,19 +44,15 @@ pub fn derive_trace(input: TokenStream) -> TokenStream {
     }
 }
 
-/// Derives an empty `strata_gc::Finalize` (no finalizer, `NEEDS_FINALIZE =
-/// false`, so the collector skips the finalization pass for this type).
+/// Expands to nothing: `#[derive(Trace)]` already implements an empty
+/// `Finalize`. Kept so that `#[derive(Trace, Finalize)]` (rust-gc's and
+/// rust-cc's form) compiles unchanged; a type with a hand-written `Trace`
+/// impl writes `impl Finalize for T { const NEEDS_FINALIZE: bool = false; }`.
 #[proc_macro_derive(Finalize)]
 pub fn derive_finalize(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    let name = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    quote! {
-        impl #impl_generics ::strata_gc::Finalize for #name #ty_generics #where_clause {
-            const NEEDS_FINALIZE: bool = false;
-        }
-    }
-    .into()
+    // Still parsed, so that the derive rejects what is not an item.
+    let _ = parse_macro_input!(input as DeriveInput);
+    TokenStream::new()
 }
 
 /// Options of the `#[trace(...)]` attribute.
@@ -55,6 +60,8 @@ pub fn derive_finalize(input: TokenStream) -> TokenStream {
 struct TraceAttr {
     skip: bool,
     tracked: bool,
+    /// `#[trace(finalize)]`: the type implements `Finalize` by hand.
+    finalize: bool,
 }
 
 fn parse_attrs(attrs: &[syn::Attribute], on_field: bool) -> syn::Result<TraceAttr> {
@@ -70,10 +77,15 @@ fn parse_attrs(attrs: &[syn::Attribute], on_field: bool) -> syn::Result<TraceAtt
             } else if !on_field && meta.path.is_ident("tracked") {
                 out.tracked = true;
                 Ok(())
+            } else if !on_field && meta.path.is_ident("finalize") {
+                out.finalize = true;
+                Ok(())
             } else if on_field {
                 Err(meta.error("unknown field option: expected `#[trace(skip)]`"))
             } else {
-                Err(meta.error("unknown type option: expected `#[trace(tracked)]`"))
+                Err(meta.error(
+                    "unknown type option: expected `#[trace(tracked)]` or `#[trace(finalize)]`",
+                ))
             }
         })?;
     }
@@ -247,6 +259,20 @@ fn expand_trace(input: &DeriveInput) -> syn::Result<TokenStream2> {
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 
+    // The no-op `Finalize` keeps the type's own generics and bounds only:
+    // it holds for every instance, whether or not its fields are `Trace`.
+    let finalize = if container.finalize {
+        quote!()
+    } else {
+        let (f_impl, f_ty, f_where) = input.generics.split_for_impl();
+        quote! {
+            #[automatically_derived]
+            impl #f_impl ::strata_gc::Finalize for #name #f_ty #f_where {
+                const NEEDS_FINALIZE: bool = false;
+            }
+        }
+    };
+
     let body = if arms.is_empty() {
         // Empty enum: no value exists.
         quote!(match *self {})
@@ -261,6 +287,8 @@ fn expand_trace(input: &DeriveInput) -> syn::Result<TokenStream2> {
     // non-interior-mutable type to decide whether to track it, and an
     // out-of-line call there cost 3-7 % of building an immutable tree.
     Ok(quote! {
+        #finalize
+
         // SAFETY: generated: visits each traced field exactly once; fields
         // marked `#[trace(skip)]` are not visited (which can only leak).
         #[automatically_derived]
