@@ -68,7 +68,10 @@ pub trait Finalize {
 ///
 /// Use `#[derive(Trace)]`, which also implements [`Finalize`] as a no-op
 /// unless the type is marked `#[trace(finalize)]`; fields that hold no
-/// `Gc` may be marked `#[trace(skip)]`.
+/// `Gc` may be marked `#[trace(skip)]`, and so may enum variants (none of
+/// their fields is traced). Skipping something that does hold a `Gc` only
+/// leaks the cycles through it. Any other `#[trace(...)]` option is a
+/// compile error.
 ///
 /// # Safety
 ///
