@@ -57,7 +57,12 @@
 //! [`Gc::downgrade`] creates a [`Weak`] pointer that does not keep the value
 //! alive. When the collector finds an object unreachable, weak pointers to it
 //! stop upgrading *before* any finalizer runs, so no code can observe an
-//! object that is about to be destroyed through a weak pointer.
+//! object that is about to be destroyed through a weak pointer. As in
+//! PEP 442, only the weak pointers of that moment are cleared: if a
+//! finalizer resurrects the object, they stay dead, and weak pointers made
+//! afterwards upgrade. (An object resurrected with weak pointers more than
+//! six times, two on 32-bit targets, fails closed: no weak pointer to it
+//! upgrades again.)
 //!
 //! # The collector
 //!
