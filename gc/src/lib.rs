@@ -129,6 +129,7 @@ mod gc_mut;
 mod header;
 mod introspect;
 mod release;
+mod slice;
 mod trace;
 mod trace_impls;
 mod tracking;
