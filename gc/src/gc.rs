@@ -570,7 +570,7 @@ impl<T: ?Sized> Gc<T> {
         (this.counts().get() & STRONG_MASK) as usize
     }
 
-    /// Number of [`Weak`] pointers to this allocation.
+    /// Number of [`Weak`](crate::Weak) pointers to this allocation.
     pub fn weak_count(this: &Self) -> usize {
         weak_refs(this.counts().get())
     }

@@ -21,7 +21,8 @@
 //! (bits 30..54, including one implicit weak reference held collectively by
 //! the strong references, as in `std::rc`), the height of an untracked
 //! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
-//! a tracked object, which has no height), and four flags: `TRACKED` (the
+//! a tracked object, which has no height, and bits 55..58 its weak epoch,
+//! see [`WEAK_EPOCHS`]), and four flags: `TRACKED` (the
 //! object is in a generation list), `NO_UPGRADE` (weak references were
 //! cleared by the collector), `DROPPED` (the collector dropped the value;
 //! the box is kept only for outstanding handles) and `HAS_LINKS` (the
