@@ -296,7 +296,7 @@ fn sampled_sites() {
 }
 
 /// A graph node that can take part in cycles.
-#[derive(Trace, Finalize)]
+#[derive(Trace)]
 struct Node {
     id: usize,
     edges: RefCell<Vec<Gc<Node>>>,
@@ -304,6 +304,7 @@ struct Node {
 
 /// An object whose finalizer runs while its cycle is still intact.
 #[derive(Trace)]
+#[trace(finalize)]
 struct Resource {
     name: &'static str,
     peer: RefCell<Option<Gc<Resource>>>,

@@ -58,6 +58,19 @@ pub(crate) struct GcBox<T: ?Sized> {
 /// with no handle left; its value was dropped or moved out.
 #[inline]
 pub(crate) unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
+    if v & HAS_LINKS != 0 && mem::size_of::<*const T>() != mem::size_of::<*const u8>() {
+        // An unsized value's box with links may have more in front of its
+        // Links than a sized one (a slice box keeps its length there: see
+        // `slice::TrackedSlice`); the vtable of the box knows its layout.
+        // SAFETY: the Links record sits LINKS_SIZE bytes before the counts
+        // word; no handle remains and the value is gone, as `dealloc`
+        // requires.
+        unsafe {
+            let node = inner.cast::<u8>().sub(LINKS_SIZE).cast::<Links>();
+            (links(node).vtable.dealloc)(node);
+        }
+        return;
+    }
     // SAFETY: the box is still allocated, so its layout can be read. A box
     // with links was allocated with `tracked_layout` of that layout (what
     // `Tracked::<T>::layout` computes for the concrete type), starting
@@ -313,6 +326,72 @@ impl<T: Trace + 'static> Gc<T> {
         Gc::try_unwrap(this).ok()
     }
 
+    /// Clone-on-write, like `Rc::make_mut`: a mutable guard to the value,
+    /// which is first cloned into a new allocation if other `Gc` pointers
+    /// share it, or moved into one if only `Weak` pointers do (they are
+    /// then disassociated: `upgrade` returns `None`). The guard is
+    /// [`Gc::get_mut`]'s: while it lives the collector does not look
+    /// inside the value, so its edges may change.
+    ///
+    /// # Panics
+    ///
+    /// If the collector already dropped the value ([`Gc::is_dropped`]).
+    ///
+    /// ```
+    /// use strata_gc::Gc;
+    /// let mut a = Gc::new(1);
+    /// let b = a.clone();
+    /// *Gc::make_mut(&mut a) += 1; // clones: `b` is shared
+    /// *Gc::make_mut(&mut a) += 1; // unique now: in place
+    /// assert_eq!((*a, *b), (3, 1));
+    /// ```
+    pub fn make_mut(this: &mut Self) -> GcMut<'_, T>
+    where
+        T: Clone,
+    {
+        let v = this.counts().get();
+        if v & STRONG_MASK != 1 || v & DROPPED != 0 {
+            // A panic in `clone` or `new` leaves `this` as it was.
+            *this = Gc::new((**this).clone());
+        } else if v & WEAK_MASK != WEAK_ONE {
+            // SAFETY: `this` is the only strong reference and the value is
+            // alive.
+            let value = unsafe { this.take_value() };
+            // `this` is a valid handle to a dropped box meanwhile, so a
+            // panic in `new` (a finalizer of an automatic collection) only
+            // loses the value.
+            *this = Gc::new(value);
+        }
+        match Gc::get_mut(this) {
+            Some(guard) => guard,
+            None => unreachable!("strata_gc: make_mut: the Gc was made unique"),
+        }
+    }
+
+    /// Move the value out of its box, which is left `DROPPED` and in no
+    /// list with this handle's strong reference: the handle stays valid
+    /// (dropping it frees the box as for any dropped value) and weak
+    /// pointers no longer upgrade.
+    ///
+    /// # Safety
+    ///
+    /// `self` is the only strong reference and the value is alive.
+    unsafe fn take_value(&self) -> T {
+        let c = self.counts();
+        // SAFETY: nobody else can read the value (the only strong handle is
+        // `self`, weak upgrades fail once DROPPED is set); it is moved out
+        // once and the box is only ever deallocated after. A DROPPED node
+        // is never linked again, so it leaves its list for good.
+        unsafe {
+            let value = ptr::read(addr_of!((*self.ptr.as_ptr()).value));
+            c.set(c.get() | DROPPED);
+            if let Some(node) = self.node() {
+                collector::untrack(node);
+            }
+            value
+        }
+    }
+
     /// Converts to a `Gc` of an unsized type: a trait object or a slice.
     ///
     /// `CoerceUnsized` is unstable, so the caller writes the coercion: `f`
@@ -348,8 +427,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     ///
     /// ```should_panic
-    /// use strata_gc::{Finalize, Gc, Trace};
-    /// #[derive(Trace, Finalize)]
+    /// use strata_gc::{Gc, Trace};
+    /// #[derive(Trace)]
     /// struct Meters(u32);
     /// // A field is not the value, even at the same address and size.
     /// let _: Gc<u32> = Gc::unsize(Gc::new(Meters(3)), |m| &m.0);
@@ -491,7 +570,7 @@ impl<T: ?Sized> Gc<T> {
         (this.counts().get() & STRONG_MASK) as usize
     }
 
-    /// Number of [`Weak`] pointers to this allocation.
+    /// Number of [`Weak`](crate::Weak) pointers to this allocation.
     pub fn weak_count(this: &Self) -> usize {
         weak_refs(this.counts().get())
     }
@@ -509,6 +588,50 @@ impl<T: ?Sized> Gc<T> {
     pub fn as_ptr(this: &Self) -> *const T {
         // SAFETY: computing a field address of a live box reads nothing.
         unsafe { addr_of!((*this.ptr.as_ptr()).value) }
+    }
+
+    /// Consumes the `Gc`, returning the pointer to its value (as
+    /// [`Gc::as_ptr`]); the strong reference it held is kept until
+    /// [`Gc::from_raw`] takes it back. Like `Rc::into_raw`: to the
+    /// collector that reference comes from outside the heap, so it keeps
+    /// the object and what it reaches alive.
+    ///
+    /// ```
+    /// use strata_gc::Gc;
+    /// let p = Gc::into_raw(Gc::new(7));
+    /// // SAFETY: `p` comes from `into_raw` and is taken back once.
+    /// let g = unsafe { Gc::from_raw(p) };
+    /// assert_eq!(*g, 7);
+    /// ```
+    pub fn into_raw(this: Self) -> *const T {
+        let p = Gc::as_ptr(&this);
+        mem::forget(this);
+        p
+    }
+
+    /// Takes back the strong reference of a pointer that
+    /// [`Gc::into_raw`] returned.
+    ///
+    /// # Safety
+    ///
+    /// As for `Rc::from_raw`: `ptr` must have been returned by
+    /// `Gc::<T>::into_raw` (for this same `T`), on this thread, and each
+    /// such pointer may be passed to `from_raw` once for each `into_raw`
+    /// that returned it (otherwise the count is decremented too often, a
+    /// use after free). For an unsized `T` its metadata (length, vtable)
+    /// must be the one `into_raw` returned.
+    pub unsafe fn from_raw(ptr: *const T) -> Self {
+        // SAFETY: guaranteed by the caller: `ptr` points to the value of a
+        // box our reference keeps allocated, `value_offset` bytes after
+        // its counts word; `align_of_val` only reads the metadata (a
+        // length or a vtable) and the memory stays allocated. The offset
+        // is that of a `repr(C)` field after a `u64`.
+        unsafe {
+            let align = mem::align_of_val(&*ptr);
+            let offset = mem::size_of::<Cell<u64>>().next_multiple_of(align);
+            let inner = ptr.byte_sub(offset) as *mut GcBox<T>;
+            Gc::from_inner(NonNull::new_unchecked(inner))
+        }
     }
 
     /// Returns a mutable guard to the value if there are no other `Gc` or
@@ -778,6 +901,14 @@ impl<T: Trace + Default + 'static> Default for Gc<T> {
 impl<T: Trace + 'static> From<T> for Gc<T> {
     fn from(value: T) -> Self {
         Gc::new(value)
+    }
+}
+
+/// Moves the value out of the `Box` (sized values only: `Box<[T]>` and
+/// `Box<str>` have impls of their own in `slice`).
+impl<T: Trace + 'static> From<Box<T>> for Gc<T> {
+    fn from(b: Box<T>) -> Self {
+        Gc::new(*b)
     }
 }
 

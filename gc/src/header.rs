@@ -21,7 +21,8 @@
 //! (bits 30..54, including one implicit weak reference held collectively by
 //! the strong references, as in `std::rc`), the height of an untracked
 //! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
-//! a tracked object, which has no height), and four flags: `TRACKED` (the
+//! a tracked object, which has no height, and bits 55..58 its weak epoch,
+//! see [`WEAK_EPOCHS`]), and four flags: `TRACKED` (the
 //! object is in a generation list), `NO_UPGRADE` (weak references were
 //! cleared by the collector), `DROPPED` (the collector dropped the value;
 //! the box is kept only for outstanding handles) and `HAS_LINKS` (the
@@ -95,7 +96,50 @@ pub(crate) const TRACKED: u64 = 1 << 60;
 /// a young generation none of whose objects is purple holds no garbage.
 pub(crate) const PURPLE: u64 = 1 << HEIGHT_SHIFT;
 /// The collector cleared weak references to this object: `upgrade` fails.
+/// Set when the collector claims the object as garbage; cleared again if
+/// it survives (a finalizer resurrected it, or `SAVEALL` kept it), after
+/// the weak references of that time were retired by its [weak
+/// epoch](WEAK_EPOCHS).
 pub(crate) const NO_UPGRADE: u64 = 1 << 61;
+
+/// Shift of the weak epoch in the counts word of a tracked object (which
+/// has no height, so those bits are free above [`PURPLE`]).
+const EPOCH_SHIFT: u32 = HEIGHT_SHIFT + 1;
+/// Number of weak epochs: as many as the low bits of a box address that
+/// its alignment leaves free (the counts word's), at most 8 (the three
+/// epoch bits of the counts word).
+///
+/// # Weak epochs
+///
+/// PEP 442 clears the weak references that exist when an object is found
+/// unreachable, and only those: a `Weak` made after a finalizer resurrected
+/// the object must upgrade, one made before must stay dead. Both point at
+/// the same box, so each `Weak` carries the epoch of the object at its
+/// creation in the low bits of its pointer (no extra word), and upgrades
+/// only while that is still the object's epoch. Claiming an object that
+/// has weak references moves it to the next epoch ([`clear_weak_refs`]);
+/// when it survives, [`reopen_weak_refs`] lets the new epoch's weak
+/// references upgrade again. The last epoch, [`POISONED_EPOCH`], is never
+/// reopened: an object that survives with weak references more often
+/// than there are epochs fails closed (no weak reference to it upgrades
+/// again), it never lets a retired one upgrade. Objects that are not
+/// tracked are never claimed and are always in epoch 0.
+pub(crate) const WEAK_EPOCHS: usize = {
+    let a = mem::align_of::<u64>();
+    if a < 8 {
+        a
+    } else {
+        8
+    }
+};
+/// Low bits of a `Weak`'s pointer that hold its epoch.
+pub(crate) const WEAK_EPOCH_MASK: usize = WEAK_EPOCHS - 1;
+/// The epoch bits of the counts word.
+const EPOCH_BITS: u64 = (WEAK_EPOCH_MASK as u64) << EPOCH_SHIFT;
+/// The last epoch: its weak references never upgrade.
+const POISONED_EPOCH: usize = WEAK_EPOCHS - 1;
+
+const _: () = assert!(WEAK_EPOCHS >= 2 && EPOCH_BITS & !HEIGHT_BITS == 0 && EPOCH_BITS & TALL == 0);
 /// The collector dropped the value; dereferencing panics.
 pub(crate) const DROPPED: u64 = 1 << 62;
 /// The allocation carries a [`Links`] record just before the counts word.
@@ -263,6 +307,41 @@ pub(crate) unsafe fn acquire_strong_node(node: NodePtr) {
 #[inline]
 pub(crate) fn weak_refs(v: u64) -> usize {
     (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
+}
+
+/// The weak epoch of the object with counts word `v` (see [`WEAK_EPOCHS`]).
+#[inline]
+pub(crate) fn weak_epoch(v: u64) -> usize {
+    if v & TRACKED != 0 {
+        ((v & EPOCH_BITS) >> EPOCH_SHIFT) as usize
+    } else {
+        0
+    }
+}
+
+/// Counts word `v` of a tracked object the collector claims as garbage,
+/// with its weak references cleared: `NO_UPGRADE`, and if it has any, the
+/// next epoch, so that they stay dead if it survives.
+#[inline]
+pub(crate) fn clear_weak_refs(v: u64) -> u64 {
+    debug_assert!(v & TRACKED != 0);
+    if weak_refs(v) != 0 && weak_epoch(v) < POISONED_EPOCH {
+        (v + (1 << EPOCH_SHIFT)) | NO_UPGRADE
+    } else {
+        v | NO_UPGRADE
+    }
+}
+
+/// Counts word `v` of a claimed object that survives the collection:
+/// weak references made since it was claimed may upgrade again (unless
+/// its epoch is the poisoned one).
+#[inline]
+pub(crate) fn reopen_weak_refs(v: u64) -> u64 {
+    if weak_epoch(v) == POISONED_EPOCH {
+        v
+    } else {
+        v & !NO_UPGRADE
+    }
 }
 
 /// Height bits of a new object whose referents' counts words OR to `v`.

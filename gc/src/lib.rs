@@ -19,8 +19,9 @@
 //! # Tracing
 //!
 //! The collector needs to enumerate the `Gc`s each object owns. Types
-//! implement [`Trace`] (usually `#[derive(Trace)]`) and [`Finalize`]
-//! (`#[derive(Finalize)]` or a hand-written finalizer). A type whose
+//! implement [`Trace`], usually with `#[derive(Trace)]`, which also gives
+//! them an empty [`Finalize`]; a type with a finalizer is marked
+//! `#[trace(finalize)]` and implements `Finalize` by hand. A type whose
 //! [`Trace::MAY_CONTAIN_GC`] is `false` — `String`, integers, `Vec<u8>`, ... —
 //! can never be part of a cycle: a `Gc` of it is never tracked and costs what
 //! an `Rc` costs (an 8-byte header holding both counts). Other objects carry
@@ -36,9 +37,9 @@
 //!
 //! ```
 //! use std::cell::RefCell;
-//! use strata_gc::{Finalize, Gc, Trace};
+//! use strata_gc::{Gc, Trace};
 //!
-//! #[derive(Trace, Finalize)]
+//! #[derive(Trace)]
 //! struct Node {
 //!     name: String,
 //!     next: RefCell<Option<Gc<Node>>>,
@@ -56,7 +57,12 @@
 //! [`Gc::downgrade`] creates a [`Weak`] pointer that does not keep the value
 //! alive. When the collector finds an object unreachable, weak pointers to it
 //! stop upgrading *before* any finalizer runs, so no code can observe an
-//! object that is about to be destroyed through a weak pointer.
+//! object that is about to be destroyed through a weak pointer. As in
+//! PEP 442, only the weak pointers of that moment are cleared: if a
+//! finalizer resurrects the object, they stay dead, and weak pointers made
+//! afterwards upgrade. (An object resurrected with weak pointers more than
+//! six times, two on 32-bit targets, fails closed: no weak pointer to it
+//! upgrades again.)
 //!
 //! # The collector
 //!
@@ -87,9 +93,9 @@
 //!
 //! ```
 //! use std::cell::RefCell;
-//! use strata_gc::{Finalize, Gc, Trace};
+//! use strata_gc::{Gc, Trace};
 //!
-//! #[derive(Trace, Finalize, Default)]
+//! #[derive(Trace, Default)]
 //! struct Obj(RefCell<Vec<Gc<Obj>>>);
 //!
 //! strata_gc::collect();
@@ -123,6 +129,7 @@ mod gc_mut;
 mod header;
 mod introspect;
 mod release;
+mod slice;
 mod trace;
 mod trace_impls;
 mod tracking;
@@ -331,8 +338,8 @@ pub fn growth() -> Vec<(&'static str, usize, isize)> {
 ///
 /// ```
 /// use std::cell::RefCell;
-/// use strata_gc::{Finalize, Gc, Trace};
-/// #[derive(Trace, Finalize, Default)]
+/// use strata_gc::{Gc, Trace};
+/// #[derive(Trace, Default)]
 /// struct Obj(RefCell<Vec<Gc<Obj>>>);
 /// let child = Gc::new(Obj::default());
 /// let parent = Gc::new(Obj::default());
@@ -362,8 +369,8 @@ pub fn referents<T: ?Sized + Trace>(gc: &Gc<T>) -> Vec<ObjectInfo> {
 ///
 /// ```
 /// use std::cell::RefCell;
-/// use strata_gc::{Finalize, Gc, Trace};
-/// #[derive(Trace, Finalize, Default)]
+/// use strata_gc::{Gc, Trace};
+/// #[derive(Trace, Default)]
 /// struct Obj(RefCell<Vec<Gc<Obj>>>);
 /// let a = Gc::new(Obj::default());
 /// a.0.borrow_mut().push(a.clone());
@@ -380,10 +387,10 @@ pub fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
 /// can be traced.
 ///
 /// ```
-/// use strata_gc::{impl_dyn_trace, DynTrace, Finalize, Gc, Trace};
+/// use strata_gc::{impl_dyn_trace, DynTrace, Gc, Trace};
 /// trait Shape: DynTrace { fn area(&self) -> f64; }
 /// impl_dyn_trace!(Shape);
-/// #[derive(Trace, Finalize)]
+/// #[derive(Trace)]
 /// struct Square(f64);
 /// impl Shape for Square { fn area(&self) -> f64 { self.0 * self.0 } }
 /// let s: Gc<dyn Shape> = Gc::unsize(Gc::new(Square(2.0)), |s| s as &dyn Shape);

@@ -16,13 +16,48 @@ use crate::header::Visitor;
 /// Objects freed by reference counting are not finalized: their `Drop` runs
 /// while everything they reference is still alive anyway.
 ///
-/// Implement it with `#[derive(Finalize)]` (no-op) or by hand.
+/// `#[derive(Trace)]` implements it as a no-op, so a type without a
+/// finalizer needs nothing more. To write a finalizer, mark the type
+/// `#[trace(finalize)]` (the derive then leaves `Finalize` to you) and
+/// implement it by hand:
+///
+/// ```
+/// use std::cell::Cell;
+/// use strata_gc::{Finalize, Trace};
+///
+/// #[derive(Trace)]
+/// #[trace(finalize)]
+/// struct Resource {
+///     #[trace(skip)]
+///     closed: Cell<bool>,
+/// }
+///
+/// impl Finalize for Resource {
+///     fn finalize(&self) {
+///         self.closed.set(true);
+///     }
+/// }
+/// ```
+///
+/// A hand-written `unsafe impl Trace` needs a hand-written `Finalize` too,
+/// `impl Finalize for T { const NEEDS_FINALIZE: bool = false; }` when it
+/// has nothing to do. `#[derive(Finalize)]` expands to nothing: it only
+/// keeps `#[derive(Trace, Finalize)]`, the form of rust-gc and rust-cc,
+/// compiling (two derives cannot see each other, so only `Trace`'s may
+/// emit the impl).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `Finalize`",
+    note = "`#[derive(Trace)]` implements an empty `Finalize`; a hand-written \
+            `unsafe impl Trace` needs `impl Finalize for {Self} {{ const NEEDS_FINALIZE: bool = false; }}` \
+            (`#[derive(Finalize)]` expands to nothing)"
+)]
 pub trait Finalize {
     /// Whether [`finalize`](Finalize::finalize) does anything. `false` lets
     /// the collector skip the finalization pass and the resurrection re-check
     /// when no object of the garbage needs finalizing (it is what
-    /// `#[derive(Finalize)]` and the std impls set). Defaults to `true`; a
-    /// wrong `false` only means `finalize` is not called.
+    /// `#[derive(Trace)]` and the std impls set). Defaults to `true`, so a
+    /// hand-written `finalize` is never skipped; a wrong `false` only
+    /// means `finalize` is not called.
     const NEEDS_FINALIZE: bool = true;
 
     /// Called once by the collector before the object's garbage is dropped.
@@ -31,8 +66,12 @@ pub trait Finalize {
 
 /// Types whose owned [`Gc`](crate::Gc) pointers the collector can enumerate.
 ///
-/// Use `#[derive(Trace)]`; fields that hold no `Gc` may be marked
-/// `#[trace(skip)]`.
+/// Use `#[derive(Trace)]`, which also implements [`Finalize`] as a no-op
+/// unless the type is marked `#[trace(finalize)]`; fields that hold no
+/// `Gc` may be marked `#[trace(skip)]`, and so may enum variants (none of
+/// their fields is traced). Skipping something that does hold a `Gc` only
+/// leaks the cycles through it. Any other `#[trace(...)]` option is a
+/// compile error.
 ///
 /// # Safety
 ///

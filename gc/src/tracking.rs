@@ -14,7 +14,7 @@ use crate::trace::Trace;
 /// [`referents_height`]). The box still carries its `Links` so that
 /// `Gc::get_mut` can track it again.
 #[inline]
-pub(crate) fn untracked_height<T: Trace>(value: &T) -> Option<u64> {
+pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
     if T::INTERIOR_MUTABLE {
         None
     } else {

@@ -12,8 +12,9 @@ use crate::collector;
 use crate::freelist;
 use crate::gc::{dealloc_box, Gc, GcBox, Tracked};
 use crate::header::{
-    inc_strong, inc_weak, release_weak_node, weak_refs, Links, NodePtr, Visitor, DROPPED,
-    HAS_LINKS, LINKS_SIZE, NO_UPGRADE, STRONG_MASK, STRONG_ONE, WEAK_MASK, WEAK_ONE,
+    inc_strong, inc_weak, release_weak_node, weak_epoch, weak_refs, Links, NodePtr, Visitor,
+    DROPPED, HAS_LINKS, LINKS_SIZE, NO_UPGRADE, STRONG_MASK, STRONG_ONE, WEAK_EPOCH_MASK,
+    WEAK_MASK, WEAK_ONE,
 };
 use crate::trace::{Finalize, Trace};
 use crate::tracking::{tracking_bits, untracked_height};
@@ -26,8 +27,14 @@ use crate::tracking::{tracking_bits, untracked_height};
 ///
 /// Upgrading fails once the value has been dropped — and, for objects the
 /// cycle collector found unreachable, as soon as the collector has decided
-/// so, before any finalizer runs.
+/// so, before any finalizer runs. Such a weak pointer stays cleared even if
+/// a finalizer resurrects the object (PEP 442), while one made from a
+/// `Gc` after that upgrades as usual.
 pub struct Weak<T: ?Sized> {
+    /// The box, with the object's weak epoch at this pointer's creation in
+    /// its low bits (see [`WEAK_EPOCHS`](crate::header::WEAK_EPOCHS)): the
+    /// collector retires a whole epoch of weak pointers without finding
+    /// them. Never dereferenced as is: see [`Weak::inner`].
     ptr: Option<NonNull<GcBox<T>>>,
 }
 
@@ -44,37 +51,71 @@ impl<T> Default for Weak<T> {
     }
 }
 
+/// `p` with `epoch` in the low bits of its address.
+#[inline]
+fn tagged<T: ?Sized>(p: NonNull<GcBox<T>>, epoch: usize) -> NonNull<GcBox<T>> {
+    debug_assert!(epoch <= WEAK_EPOCH_MASK && p.as_ptr().addr() & WEAK_EPOCH_MASK == 0);
+    // SAFETY: setting low bits that the box's alignment leaves clear keeps
+    // the address non-null; `map_addr` keeps the provenance.
+    unsafe { NonNull::new_unchecked(p.as_ptr().map_addr(|a| a | epoch)) }
+}
+
 impl<T: ?Sized> Weak<T> {
+    /// The box, without the epoch bits.
+    #[inline]
+    fn inner(&self) -> Option<NonNull<GcBox<T>>> {
+        // SAFETY: clearing the epoch bits gives back the box's address,
+        // which is not null; `map_addr` keeps the provenance.
+        self.ptr.map(|p| unsafe {
+            NonNull::new_unchecked(p.as_ptr().map_addr(|a| a & !WEAK_EPOCH_MASK))
+        })
+    }
+
+    /// The object's weak epoch when this pointer was made.
+    #[inline]
+    fn epoch(&self) -> usize {
+        self.ptr.map_or(0, |p| p.as_ptr().addr() & WEAK_EPOCH_MASK)
+    }
+
     fn counts(&self) -> Option<&Cell<u64>> {
         // SAFETY: a weak reference keeps the box allocated.
-        self.ptr
+        self.inner()
             .map(|p| unsafe { &*addr_of!((*p.as_ptr()).counts) })
     }
 
-    /// Attempts to get a strong pointer; `None` if the value is gone or the
-    /// collector has found it unreachable.
-    pub fn upgrade(&self) -> Option<Gc<T>> {
+    /// The counts word, unless this pointer is dangling (`Weak::new`) or
+    /// was cleared by the collector in an earlier epoch of its object.
+    fn live_counts(&self) -> Option<(&Cell<u64>, u64)> {
         let c = self.counts()?;
         let v = c.get();
+        (weak_epoch(v) == self.epoch()).then_some((c, v))
+    }
+
+    /// Attempts to get a strong pointer; `None` if the value is gone or the
+    /// collector has found it unreachable (since this pointer was made).
+    pub fn upgrade(&self) -> Option<Gc<T>> {
+        let (c, v) = self.live_counts()?;
         if v & STRONG_MASK == 0 || v & (NO_UPGRADE | DROPPED) != 0 {
             return None;
         }
         inc_strong(c);
-        self.ptr.map(Gc::from_inner)
+        self.inner().map(Gc::from_inner)
     }
 
-    /// Number of strong pointers (0 if the value is gone).
+    /// Number of strong pointers (0 if the value is gone, or if the
+    /// collector cleared this weak pointer before the object survived).
     pub fn strong_count(&self) -> usize {
-        self.counts()
-            .map_or(0, |c| (c.get() & STRONG_MASK) as usize)
+        self.live_counts()
+            .map_or(0, |(_, v)| (v & STRONG_MASK) as usize)
     }
 
-    /// Number of weak pointers (0 for `Weak::new()` or if no strong remains).
+    /// Number of weak pointers (0 for `Weak::new()`, if no strong remains,
+    /// or if this pointer was cleared as for [`Weak::strong_count`]); it
+    /// counts the cleared ones as well, which keep the box allocated.
     pub fn weak_count(&self) -> usize {
-        match self.counts() {
+        match self.live_counts() {
             None => 0,
-            Some(c) => {
-                let v = c.get();
+            Some((_, v)) => {
                 if v & STRONG_MASK == 0 {
                     0
                 } else {
@@ -86,7 +127,7 @@ impl<T: ?Sized> Weak<T> {
 
     /// Do both point to the same allocation (or both to nothing)?
     pub fn ptr_eq(&self, other: &Self) -> bool {
-        match (self.ptr, other.ptr) {
+        match (self.inner(), other.inner()) {
             (None, None) => true,
             (Some(a), Some(b)) => ptr::eq(a.as_ptr() as *const u8, b.as_ptr() as *const u8),
             _ => false,
@@ -105,7 +146,7 @@ impl<T: ?Sized> Clone for Weak<T> {
 
 impl<T: ?Sized> Drop for Weak<T> {
     fn drop(&mut self) {
-        let Some(p) = self.ptr else { return };
+        let Some(p) = self.inner() else { return };
         // SAFETY: a weak reference keeps the box allocated.
         let c = unsafe { &*addr_of!((*p.as_ptr()).counts) };
         let v = c.get();
@@ -132,19 +173,22 @@ impl<T: ?Sized> fmt::Debug for Weak<T> {
 
 impl<T: ?Sized> Weak<T> {
     /// A handle to the box `ptr` whose weak reference the caller has
-    /// already counted.
+    /// already counted (in epoch 0: the box is new).
     #[inline]
     pub(crate) fn from_inner(ptr: NonNull<GcBox<T>>) -> Weak<T> {
-        Weak { ptr: Some(ptr) }
+        Weak {
+            ptr: Some(tagged(ptr, 0)),
+        }
     }
 }
 
 impl<T: ?Sized> Gc<T> {
     /// Creates a new weak pointer to this allocation.
     pub fn downgrade(this: &Self) -> Weak<T> {
-        inc_weak(this.counts());
+        let c = this.counts();
+        inc_weak(c);
         Weak {
-            ptr: Some(this.inner()),
+            ptr: Some(tagged(this.inner(), weak_epoch(c.get()))),
         }
     }
 }
@@ -169,8 +213,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// (like `Rc::new_cyclic`). Upgrading the weak reference inside `f` fails.
     ///
     /// ```
-    /// use strata_gc::{Finalize, Gc, Trace, Weak};
-    /// #[derive(Trace, Finalize)]
+    /// use strata_gc::{Gc, Trace, Weak};
+    /// #[derive(Trace)]
     /// struct Me { me: Weak<Me> }
     /// let m = Gc::new_cyclic(|w| Me { me: w.clone() });
     /// assert!(Gc::ptr_eq(&m.me.upgrade().unwrap(), &m));

@@ -295,6 +295,7 @@ fn saveall_keeps_garbage() {
 
 /// Counts finalizer calls and resurrects itself into `SAVED` once.
 #[derive(Trace)]
+#[trace(finalize)]
 struct Lazarus {
     me: RefCell<Option<Gc<Lazarus>>>,
     #[trace(skip)]
@@ -362,6 +363,7 @@ fn finalizer_without_resurrection() {
 
 /// Calls `collect()` from its finalizer and its Drop.
 #[derive(Trace)]
+#[trace(finalize)]
 struct Collector(
     RefCell<Option<Gc<Collector>>>,
     #[trace(skip)] Rc<Cell<usize>>,
@@ -394,6 +396,7 @@ fn finalizer_and_drop_calling_collect_is_skipped() {
 
 /// Observes a weak reference to its partner from its finalizer.
 #[derive(Trace)]
+#[trace(finalize)]
 struct Observer {
     partner: RefCell<Option<Gc<Observer>>>,
     #[trace(skip)]
@@ -649,6 +652,7 @@ fn new_cyclic_builds_self_reference() {
 #[test]
 fn finalizer_panic_propagates_after_collection() {
     #[derive(Trace)]
+    #[trace(finalize)]
     struct Bomb(RefCell<Option<Gc<Bomb>>>);
     impl Finalize for Bomb {
         fn finalize(&self) {
@@ -686,6 +690,7 @@ fn mixed_finalizers_in_one_cycle() {
         }
     }
     #[derive(Trace)]
+    #[trace(finalize)]
     struct Fancy(RefCell<Option<Gc<Plain>>>);
     impl Finalize for Fancy {
         fn finalize(&self) {

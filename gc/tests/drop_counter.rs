@@ -23,6 +23,7 @@ thread_local! {
 }
 
 #[derive(Trace)]
+#[trace(finalize)]
 struct Obj {
     edges: RefCell<Vec<Gc<Obj>>>,
     imms: RefCell<Vec<Gc<Imm>>>,

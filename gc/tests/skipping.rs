@@ -20,10 +20,14 @@ fn traces() -> usize {
 
 /// A node with a parent and children (like the parent-pointer tree) that
 /// counts how often the collector traces it.
-#[derive(Finalize, Default)]
+#[derive(Default)]
 struct Node {
     parent: RefCell<Option<Gc<Node>>>,
     kids: RefCell<Vec<Gc<Node>>>,
+}
+
+impl Finalize for Node {
+    const NEEDS_FINALIZE: bool = false;
 }
 
 // SAFETY: visits each owned Gc once, like the derive.
@@ -163,6 +167,7 @@ fn resurrected_objects_are_collected_by_a_young_collection_later() {
         static STASH: RefCell<Vec<Gc<Phoenix>>> = const { RefCell::new(Vec::new()) };
     }
     #[derive(Trace)]
+    #[trace(finalize)]
     struct Phoenix {
         me: RefCell<Option<Gc<Phoenix>>>,
         #[trace(skip)]

@@ -41,10 +41,13 @@
 //! # Destruction order (PEP 442)
 //!
 //! 1. take a strong reference to every unreachable object (so nothing in the
-//!    set is freed while user code runs), mark weak references dead;
+//!    set is freed while user code runs), mark weak references dead (those
+//!    that exist now stay dead even if the object survives; see
+//!    `header::WEAK_EPOCHS`);
 //! 2. run `Finalize::finalize` once per object (flag `FINALIZED`);
 //! 3. re-run trial deletion inside the set: objects a finalizer made
-//!    reachable again are resurrected into the old generation;
+//!    reachable again are resurrected into the old generation, and weak
+//!    references made since step 1 upgrade again;
 //! 4. mark the rest `DROPPED`, drop their values (boxes stay allocated so
 //!    cycles break safely), then release our strong references, which frees
 //!    the boxes nobody else holds.
@@ -64,8 +67,8 @@ use crate::collector::list::{
 };
 use crate::collector::trial::{find_unreachable, link_all, Partition};
 use crate::header::{
-    links, node_counts, release_strong_dropped, Links, NodePtr, DROPPED, FINALIZED, HEIGHT_BITS,
-    NO_UPGRADE, PURPLE, STRONG_MASK, TRACKED,
+    links, node_counts, release_strong_dropped, reopen_weak_refs, Links, NodePtr, DROPPED,
+    FINALIZED, HEIGHT_BITS, PURPLE, STRONG_MASK, TRACKED,
 };
 
 pub(crate) mod control;
@@ -569,7 +572,7 @@ fn promote_untraced(core: &Core, g: usize, young: NodePtr, old: NodePtr) {
 ///
 /// Every unreachable node is claimed right away: a strong reference of
 /// ours keeps it allocated while user code runs, and weak references stop
-/// upgrading. Unless SAVEALL keeps them, the nodes are also marked DROPPED
+/// upgrading (those of the time for good: see `header::WEAK_EPOCHS`). Unless SAVEALL keeps them, the nodes are also marked DROPPED
 /// tentatively, undone by [`finalize_garbage`] if a finalizer has to run
 /// first (the nodes are then put in `unreachable`: only a strong count
 /// reaching 0 or try_unwrap, which needs strong == 1, unlinks a node, and
@@ -582,11 +585,8 @@ fn deduce_unreachable(
     nodes: &mut Vec<NodePtr>,
     saveall: bool,
 ) -> Partition {
-    let claim = if saveall {
-        NO_UPGRADE
-    } else {
-        NO_UPGRADE | DROPPED
-    };
+    // Claiming also clears the weak references (`clear_weak_refs`).
+    let claim = if saveall { 0 } else { DROPPED };
     // SAFETY: all lists are valid (no collection is running, user code is not
     // running inside this function until `mark_and_partition` has rebuilt the
     // lists).
@@ -626,6 +626,10 @@ unsafe fn save_all_garbage(nodes: &[NodePtr], unreachable: NodePtr, old: NodePtr
     // garbage list.
     unsafe {
         for &n in nodes.iter() {
+            // Kept alive by the list: weak references made from now on
+            // upgrade, those cleared at the claim stay dead.
+            let c = node_counts(n);
+            c.set(reopen_weak_refs(c.get()));
             events::save_garbage(n);
         }
         merge(unreachable, old);
@@ -683,11 +687,14 @@ unsafe fn handle_resurrected_objects(
         // Now `unreachable` holds the resurrected objects, and `nodes` the
         // final garbage.
         // Dropping our holds is a decrement like any other: the
-        // resurrected objects are purple.
+        // resurrected objects are purple. They live on, so weak references
+        // made since the claim (or from now on) upgrade; those that existed
+        // at the claim belong to the previous epoch and stay dead, as
+        // PEP 442 clears only the weak references of that time.
         for_each(unreachable, |n| {
             let c = node_counts(n);
             debug_assert!(c.get() & STRONG_MASK > 1);
-            c.set((c.get() - 1) | PURPLE);
+            c.set(reopen_weak_refs(c.get() - 1) | PURPLE);
         });
         core.purple_gens.set(core.purple_gens.get() | ALL_GENS);
         merge(unreachable, old);

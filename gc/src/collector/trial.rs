@@ -18,8 +18,8 @@ use std::ptr;
 
 use crate::collector::list::{push_back, set_prev};
 use crate::header::{
-    acquire_strong_node, links, node_counts, NodePtr, VisitMode, Visitor, FINALIZED, MUT_BORROWED,
-    PERSISTENT_FLAGS, PREV_FLAGS, PURPLE, STRONG_MASK,
+    acquire_strong_node, clear_weak_refs, links, node_counts, NodePtr, VisitMode, Visitor,
+    FINALIZED, MUT_BORROWED, PERSISTENT_FLAGS, PREV_FLAGS, PURPLE, STRONG_MASK,
 };
 
 /// `prev` bit: the node is in the set being collected.
@@ -137,7 +137,8 @@ pub(super) struct Partition {
 /// in `nodes` (in list order), in no list and with the collection bits
 /// still in their `prev` (see [`link_all`] and `destroy`). With
 /// `claim = Some(flags)`, also takes a strong reference to each unreachable
-/// node and sets `flags` in its counts word (saves a pass over the garbage).
+/// node, clears its weak references (`clear_weak_refs`) and sets `flags`
+/// in its counts word (saves a pass over the garbage).
 ///
 /// One sweep in list order relinks and traces each node already marked or
 /// referenced from outside; relinking restores its `prev` address, which
@@ -212,7 +213,7 @@ pub(super) unsafe fn mark_and_partition(
             if let Some(flags) = claim {
                 acquire_strong_node(n);
                 let c = node_counts(n);
-                c.set(c.get() | flags);
+                c.set(clear_weak_refs(c.get()) | flags);
             }
             nodes[found] = n;
             found += 1;

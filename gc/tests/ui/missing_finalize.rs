@@ -1,8 +1,11 @@
-use strata_gc::Trace;
+use strata_gc::{Trace, Visitor};
 
-#[derive(Trace)]
-struct NoFinalize {
-    a: u32,
+// A hand-written Trace impl gets no Finalize from anywhere.
+struct Manual(u32);
+
+// SAFETY: owns no Gc.
+unsafe impl Trace for Manual {
+    fn trace(&self, _: &mut Visitor) {}
 }
 
 fn main() {}
