@@ -5,8 +5,9 @@
 //! Run it with `cargo run --release --example tour`. It writes its files
 //! to `target/strata-tour/` under the current folder: `memory.svg` (the
 //! plot), `flamegraph.svg` and `heap.pb.gz` (sampled allocation sites, as
-//! a flamegraph and a pprof profile) and `cycle.dot` (a Graphviz graph of
-//! a cycle).
+//! a flamegraph and a pprof profile), `cycle.dot` (a Graphviz graph of a
+//! cycle) and `backrefs.svg` (what keeps the cycle alive, drawn without
+//! Graphviz).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -447,14 +448,21 @@ fn collector_tour(recorder: &Recorder) {
         a.id, referrers, b.id
     );
     let dir = Path::new(OUT_DIR);
+    let dot = strata_gc::dot(&a, 3);
+    // Drawn in Rust (feature `svg`): no Graphviz needed to look at it.
+    let drawn = strata_gc::svg(&strata_gc::backrefs_dot(&a, 3))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
     match std::fs::create_dir_all(dir)
-        .and_then(|_| std::fs::write(dir.join("cycle.dot"), strata_gc::dot(&a, 3)))
+        .and_then(|_| std::fs::write(dir.join("cycle.dot"), dot))
+        .and_then(|_| std::fs::write(dir.join("backrefs.svg"), drawn?))
     {
         Ok(()) => println!(
-            "  wrote {} (render: dot -Tsvg)",
-            dir.join("cycle.dot").display()
+            "  wrote {} (render: dot -Tsvg) and {} (what keeps node {} alive, objgraph's show_backrefs)",
+            dir.join("cycle.dot").display(),
+            dir.join("backrefs.svg").display(),
+            a.id
         ),
-        Err(e) => println!("  could not write the DOT file: {e}"),
+        Err(e) => println!("  could not write the graph files: {e}"),
     }
     drop((a, b, c));
     println!(

@@ -67,6 +67,19 @@ pub(crate) fn growth() -> Vec<(&'static str, usize, isize)> {
     .unwrap_or_default()
 }
 
+/// [`growth`] as objgraph's `show_growth` prints it: one line per type,
+/// the name padded, the count now and the change, at most `limit` lines.
+pub(crate) fn growth_table(limit: usize) -> String {
+    let rows = growth();
+    let rows = &rows[..rows.len().min(limit)];
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for (name, count, delta) in rows {
+        let _ = writeln!(s, "{name:<width$} {count:>9} {delta:>+9}");
+    }
+    s
+}
+
 // ---------------------------------------------------------------------------
 // Object graph: referrers, referents, DOT
 // ---------------------------------------------------------------------------
@@ -197,7 +210,27 @@ fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Which edges [`neighbourhood_dot`] follows out of the root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Referents and referrers: the whole neighbourhood.
+    Both,
+    /// Referrers only, transitively: what keeps the root alive
+    /// (objgraph's `show_backrefs`).
+    Referrers,
+}
+
 pub(crate) fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
+    neighbourhood_dot(gc, depth, Direction::Both)
+}
+
+pub(crate) fn backrefs_dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
+    neighbourhood_dot(gc, depth, Direction::Referrers)
+}
+
+/// A DOT graph of the objects within `depth` edges of `gc`'s, following
+/// `direction`, and of the strong edges between them.
+fn neighbourhood_dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize, direction: Direction) -> String {
     // The whole tracked heap's strong edges (plus the root's own, in case it
     // is untracked), with a label for every object seen.
     let root = gc_info(gc);
@@ -225,10 +258,12 @@ pub(crate) fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
     }
     let mut adjacent: HashMap<usize, Vec<usize>> = HashMap::new();
     for &(from, to) in &edges {
-        adjacent.entry(from).or_default().push(to);
+        if direction == Direction::Both {
+            adjacent.entry(from).or_default().push(to);
+        }
         adjacent.entry(to).or_default().push(from);
     }
-    // Breadth-first over both directions, up to `depth` hops.
+    // Breadth-first, up to `depth` hops.
     let mut dist: HashMap<usize, usize> = HashMap::new();
     let mut queue = VecDeque::new();
     dist.insert(root.address, 0);

@@ -129,6 +129,8 @@ mod gc_mut;
 mod header;
 mod introspect;
 mod release;
+#[cfg(feature = "svg")]
+mod render;
 mod slice;
 mod trace;
 mod trace_impls;
@@ -146,6 +148,9 @@ pub use crate::introspect::ObjectInfo;
 pub use crate::trace::{DynTrace, Finalize, Trace};
 pub use crate::weak::Weak;
 pub use strata_gc_derive::{Finalize, Trace};
+
+#[cfg(feature = "svg")]
+pub use crate::render::{svg, RenderError};
 
 use std::fmt;
 
@@ -331,6 +336,26 @@ pub fn growth() -> Vec<(&'static str, usize, isize)> {
     introspect::growth()
 }
 
+/// objgraph's `show_growth`: [`growth`] as a printable table, at most
+/// `limit` types, largest increase first (`name  count  +delta`). Each
+/// call is a new baseline, as in objgraph: call it once before the code
+/// under suspicion and print it after.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use strata_gc::{Gc, Trace};
+/// #[derive(Trace, Default)]
+/// struct Leaky(RefCell<Option<Gc<Leaky>>>);
+/// strata_gc::show_growth(10);
+/// let kept: Vec<Gc<Leaky>> = (0..3).map(|_| Gc::new(Leaky::default())).collect();
+/// let table = strata_gc::show_growth(10);
+/// assert!(table.lines().any(|l| l.contains("Leaky") && l.trim_end().ends_with("+3")), "{table}");
+/// # drop(kept);
+/// ```
+pub fn show_growth(limit: usize) -> String {
+    introspect::growth_table(limit)
+}
+
 /// The tracked objects whose value holds a strong reference to `gc`'s
 /// object (each listed once), found by tracing every tracked object: O(heap).
 /// Local variables and untracked holders are not objects and never listed;
@@ -380,6 +405,33 @@ pub fn referents<T: ?Sized + Trace>(gc: &Gc<T>) -> Vec<ObjectInfo> {
 /// ```
 pub fn dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
     introspect::dot(gc, depth)
+}
+
+/// objgraph's `show_backrefs`: a Graphviz DOT graph of what keeps `gc`'s
+/// object alive — its referrers, their referrers, and so on up to `depth`
+/// strong edges back, with the edges between them. Labels are those of
+/// [`dot`]: a node whose strong count exceeds its drawn in-edges is held
+/// from outside the tracked heap (a local variable, an untracked holder).
+/// O(heap), like [`dot`].
+///
+/// ```
+/// use std::cell::RefCell;
+/// use strata_gc::{Gc, Trace};
+/// #[derive(Trace, Default)]
+/// struct Obj(RefCell<Vec<Gc<Obj>>>);
+/// let leaf = Gc::new(Obj::default());
+/// let holder = Gc::new(Obj::default());
+/// holder.0.borrow_mut().push(leaf.clone());
+/// let other = Gc::new(Obj::default());
+/// leaf.0.borrow_mut().push(other.clone());
+/// let g = strata_gc::backrefs_dot(&leaf, 3);
+/// // The holder is drawn; what the leaf itself references is not.
+/// assert_eq!(g.matches(" -> ").count(), 1);
+/// assert!(g.contains(&format!("{:p}", Gc::as_ptr(&holder))));
+/// assert!(!g.contains(&format!("{:p}", Gc::as_ptr(&other))));
+/// ```
+pub fn backrefs_dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize) -> String {
+    introspect::backrefs_dot(gc, depth)
 }
 
 /// Implement [`Trace`] and [`Finalize`] for `dyn YourTrait` where

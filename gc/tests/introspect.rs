@@ -142,3 +142,35 @@ fn dot_of_an_untracked_root_and_leaves() {
     *a.label.borrow_mut() = Some(s.clone());
     assert_eq!(shape(&dot(&s, 1)), (2, 1));
 }
+
+/// `backrefs_dot` follows referrers only, `depth` hops back: a chain
+/// r2 -> r1 -> target -> child draws r1 and r2 (depth 2) but never the
+/// child, and depth 1 stops at r1. `svg` draws it without Graphviz.
+#[test]
+fn backrefs_follow_referrers_only_up_to_the_depth() {
+    let (r2, r1, target, child) = (node(), node(), node(), node());
+    link(&r2, &r1);
+    link(&r1, &target);
+    link(&target, &child);
+    let has = |g: &str, n: &Gc<Node>| g.contains(&format!("{:#x}", addr(n)));
+
+    let deep = strata_gc::backrefs_dot(&target, 2);
+    assert!(
+        has(&deep, &target) && has(&deep, &r1) && has(&deep, &r2),
+        "{deep}"
+    );
+    assert!(!has(&deep, &child), "{deep}");
+    assert_eq!(deep.matches(" -> ").count(), 2, "{deep}");
+
+    let shallow = strata_gc::backrefs_dot(&target, 1);
+    assert!(has(&shallow, &r1) && !has(&shallow, &r2), "{shallow}");
+
+    let svg = strata_gc::svg(&deep).expect("our DOT is drawable");
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("Node").count(), 3, "one box per object:\n{svg}");
+    let err = strata_gc::svg("digraph { a -> ").unwrap_err();
+    assert!(
+        err.to_string().contains("cannot draw the DOT graph"),
+        "{err}"
+    );
+}
