@@ -19,7 +19,9 @@
 // - Old-young: no `Rc` row (it would leak the cycles; the ratio is within
 //   each crate: with old objects / without).
 // - Fan-in: rust-cc's strong count tops out at 16 382, below 100 000.
-// - gcmodule is not a dev-dependency (see `gc.rs`), so it has no rows.
+// - gcmodule is not a dev-dependency (see `gc.rs`): tried on these shapes
+//   (2026-12-03, gcmodule 0.3.3), it overflowed the main thread's stack on
+//   the `RefCell` tree, the strong-back list and fan-in alike.
 
 use criterion::{BenchmarkId, Criterion};
 
