@@ -5,9 +5,11 @@ Builds `benches/shapes_<allocator>.rs` (one binary per allocator, each with
 that allocator as `#[global_allocator]`), then runs every shape under every
 allocator, REPS times, interleaved: each rep runs each shape once per
 allocator, in an order rotated from rep to rep. Each run is its own
-process, timed by wall clock, its peak RSS taken from `wait4`'s rusage
-(`ru_maxrss`), since many shapes are dominated by page faults and the
-kernel. Prints, and writes as markdown, the medians and their ratios to
+process, timed by wall clock, since many shapes are dominated by page
+faults and the kernel; `wait4`'s rusage gives its page faults and CPU
+time, and the process reports its own peak RSS (VmHWM: `ru_maxrss` of a
+child cannot go below the RSS of this Python parent, which exec carries
+over). Prints, and writes as markdown, the medians and their ratios to
 the best peer (the smallest of mimalloc, jemalloc and snmalloc; lower is
 better), and checks that every allocator printed the same checksum.
 
@@ -68,7 +70,8 @@ def build(allocators):
 
 
 def run_one(exe, shape):
-    """Runs one shape; returns (seconds, peak RSS KiB, fields it printed)."""
+    """Runs one shape; returns (wall seconds, peak RSS KiB, minor page
+    faults, CPU seconds, fields it printed)."""
     start = time.perf_counter()
     proc = subprocess.Popen([exe, shape], stdout=subprocess.PIPE)
     out = proc.stdout.read().decode()
@@ -78,7 +81,9 @@ def run_one(exe, shape):
     if proc.returncode != 0:
         sys.exit(f"{exe} {shape} failed with status {proc.returncode}")
     fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
-    return secs, usage.ru_maxrss, fields
+    peak = int(fields.get("hwm_kb", usage.ru_maxrss))
+    cpu = usage.ru_utime + usage.ru_stime
+    return secs, peak, usage.ru_minflt, cpu, fields
 
 
 def fmt_time(s):
@@ -145,7 +150,7 @@ def main():
 
     problems = []
     for shape in shapes:
-        sums = {r[2].get("checksum") for a in allocators for r in runs[(shape, a)]}
+        sums = {r[4].get("checksum") for a in allocators for r in runs[(shape, a)]}
         if len(sums) != 1:
             problems.append(f"{shape}: checksums differ: {sorted(map(str, sums))}")
 
@@ -156,29 +161,42 @@ def main():
     t_med = medians(lambda r: r[0])
     rss_med = medians(lambda r: r[1])
     mem_shapes = [s for s in shapes if s in MEMORY_SHAPES]
-    after_med = medians(
-        lambda r: float(r[2].get("rss_after_kb", 0)) / max(float(r[2].get("peak_kb", 1)), 1.0))
+    faults_med = medians(lambda r: r[2])
+    cpu_med = medians(lambda r: r[3])
+
+    def after(r):
+        return float(r[4].get("rss_after_kb", 0)) / max(float(r[4].get("peak_kb", 1)), 1.0)
+
+    after_med = medians(after)
 
     out = [f"{args.reps} reps, allocators interleaved within each rep, medians; "
            f"checksums {'differ: ' + '; '.join(problems) if problems else 'equal across allocators'}; "
            f"run took {elapsed:.0f} s.", ""]
     out += table("Wall time", shapes, allocators, t_med, fmt_time, "whole process")
     out.append("")
-    out += table("Peak RSS", shapes, allocators, rss_med, fmt_mib, "`ru_maxrss` from `wait4`")
+    out += table("Peak RSS", shapes, allocators, rss_med, fmt_mib, "the process's VmHWM")
     if mem_shapes:
         out += ["", "**Resident after the free, as % of the peak** (what the program "
-                "read from /proc/self/statm and VmHWM; lower is better):", ""]
+                "read from /proc/self/statm and VmHWM, median and range over the "
+                "reps; lower is better):", ""]
         out.append("| shape | " + " | ".join(allocators) + " |")
         out.append("|---|" + "---:|" * len(allocators))
         for s in mem_shapes:
-            out.append(f"| {s} | " + " | ".join(
-                f"{after_med[s][a] * 100:.0f} %" for a in allocators) + " |")
-    out += ["", "Medians:", ""]
-    out.append("| shape | " + " | ".join(f"{a} time / peak RSS" for a in allocators) + " |")
+            cells = []
+            for a in allocators:
+                vals = [after(r) * 100 for r in runs[(s, a)]]
+                cells.append(f"{after_med[s][a] * 100:.0f} % "
+                             f"({min(vals):.0f}–{max(vals):.0f})")
+            out.append(f"| {s} | " + " | ".join(cells) + " |")
+    out += ["", "Medians: wall time / CPU time (user + system) / peak RSS / "
+            "minor page faults:", ""]
+    out.append("| shape | " + " | ".join(allocators) + " |")
     out.append("|---|" + "---:|" * len(allocators))
     for s in shapes:
         out.append(f"| {s} | " + " | ".join(
-            f"{fmt_time(t_med[s][a])} / {fmt_mib(rss_med[s][a])}" for a in allocators) + " |")
+            f"{fmt_time(t_med[s][a])} / {fmt_time(cpu_med[s][a])} / "
+            f"{fmt_mib(rss_med[s][a])} / {faults_med[s][a] / 1000:.0f} k"
+            for a in allocators) + " |")
 
     text = "\n".join(out) + "\n"
     print(text)

@@ -4,13 +4,16 @@
 // binary (`benches/shapes_<allocator>.rs`) that installs it as
 // `#[global_allocator]`, sets `ALLOCATOR` and includes this file, and
 // `benches/shapes.py` runs every shape under every allocator, interleaved,
-// and takes wall time and peak RSS from `wait4`.
+// and takes wall time and page faults from `wait4`, peak RSS from the
+// process's own VmHWM.
 //
 // `shapes_<allocator> <shape>` runs one shape and prints one line of
 // `key=value` fields: `checksum` (a function of the work only, never of
 // addresses or thread interleaving, so equal checksums show equal work),
-// and for the memory shapes `rss_after_kb` and `peak_kb`. Without a shape
-// (as under a plain `cargo bench`) it prints the shape names and exits.
+// `hwm_kb` (the process's peak RSS), and for the memory shapes
+// `rss_after_kb` and `peak_kb` (the resident set after the free and the
+// peak before it). Without a shape (as under a plain `cargo bench`) it
+// prints the shape names and exits.
 // Every shape is deterministic: a fixed-seed PRNG per thread.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, handle_alloc_error, realloc, Layout};
@@ -591,5 +594,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("allocator={ALLOCATOR} shape={shape} {line}");
+    // The process's own peak: `wait4`'s `ru_maxrss` cannot go below the
+    // RSS of the parent that spawned us (exec carries it over).
+    let hwm = status_kb("VmHWM");
+    println!("allocator={ALLOCATOR} shape={shape} {line} hwm_kb={hwm}");
 }
