@@ -17,7 +17,11 @@ Usage: python3 benches/shapes.py [--reps N] [--shapes a,b] [--allocators a,b]
                                  [--out FILE.md]
 
 Cargo's target dir is taken from CARGO_TARGET_DIR as usual; the markdown
-goes to FILE.md, default `<target dir>/shapes.md`. stdlib only.
+goes to FILE.md, default `<target dir>/shapes.md`. All ten shapes under
+five allocators take about 3 minutes at 5 reps on 2 cores. One shape
+under one allocator, e.g. to profile it: build with `cargo bench --no-run
+--bench shapes_strata` and run the printed executable with the shape's
+name (`... big-objects`). stdlib only.
 """
 
 import argparse
