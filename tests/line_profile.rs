@@ -421,7 +421,7 @@ fn cost() {
     let profiled = time(sum_profiled);
     println!(
         "1000-iteration loop: plain {plain:.0} ns/call, profiled {profiled:.0} ns/call \
-         ({:.1} ns per statement run, {:.0} ns per call with no statement)",
+         ({:.1} ns per statement run, {:.0} ns for a call of one statement)",
         (profiled - plain) / 1002.0,
         time(|_| empty_profiled()) - time(|_| 0)
     );
