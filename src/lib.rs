@@ -47,7 +47,9 @@
 //! the counts and the per-class
 //! [`stats`] into `tracemalloc`-style snapshot diffs
 //! ([`profile::Snapshot`]) and `memory_profiler`-style scope reports
-//! ([`profile::measure`]).
+//! ([`profile::measure`]). With the `line-profile` feature,
+//! `#[strata_alloc::profile]` on a function gives `memory_profiler`'s
+//! line-by-line table for each call ([`profile::lines`]).
 //!
 //! ## Configuration
 //!
