@@ -7,7 +7,8 @@
 //! plot), `flamegraph.svg` and `heap.pb.gz` (sampled allocation sites, as
 //! a flamegraph and a pprof profile), `cycle.dot` (a Graphviz graph of a
 //! cycle) and `backrefs.svg` (what keeps the cycle alive, drawn without
-//! Graphviz).
+//! Graphviz). Section 6 also shows `#[strata_alloc::profile]`'s
+//! line-by-line tables.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use strata_alloc::plot::Recorder;
+use strata_alloc::profile::lines;
 use strata_alloc::profile::sampling::{self, Sampling, Weight};
 use strata_alloc::profile::{self, Counting, Snapshot};
 use strata_alloc::Strata;
@@ -264,6 +266,49 @@ fn profile_tour(recorder: &Recorder) {
     println!("    {report}");
     drop(counting);
     sampled_sites();
+    line_profiles();
+}
+
+/// Python's lesson "a generator uses less memory than a list", line by
+/// line: the list holds every word until the function returns, the
+/// iterator one word at a time.
+#[strata_alloc::profile]
+fn longest_from_list(n: usize) -> usize {
+    let words: Vec<String> = (0..n).map(|i| format!("word-{i:06}")).collect();
+    let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
+    longest
+}
+
+/// The same with an iterator (Rust's generator): nothing is kept.
+#[strata_alloc::profile]
+fn longest_from_iterator(n: usize) -> usize {
+    let words = (0..n).map(|i| format!("word-{i:06}"));
+    let longest = words.map(|w| w.len()).max().unwrap_or(0);
+    longest
+}
+
+/// `#[strata_alloc::profile]` tables, collected rather than printed to
+/// stderr.
+fn line_profiles() {
+    println!("  #[strata_alloc::profile] on two functions: memory_profiler's table, per call");
+    let before = lines::set_output(lines::Output::Collect);
+    let from_list = longest_from_list(100_000);
+    let from_iterator = longest_from_iterator(100_000);
+    lines::set_output(before);
+    assert_eq!(from_list, from_iterator);
+    for report in lines::take_reports() {
+        println!();
+        for line in report.to_string().lines() {
+            if line.is_empty() {
+                println!();
+            } else {
+                println!("    {line}");
+            }
+        }
+    }
+    println!();
+    println!("  (the list holds every word until the function returns; the iterator allocates");
+    println!("   as much in all, but holds one word at a time)");
 }
 
 /// Which lines hold the memory: sampled stacks, shown as a table and

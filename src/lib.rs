@@ -47,7 +47,9 @@
 //! the counts and the per-class
 //! [`stats`] into `tracemalloc`-style snapshot diffs
 //! ([`profile::Snapshot`]) and `memory_profiler`-style scope reports
-//! ([`profile::measure`]).
+//! ([`profile::measure`]). With the `line-profile` feature,
+//! `#[strata_alloc::profile]` on a function gives `memory_profiler`'s
+//! line-by-line table for each call ([`profile::lines`]).
 //!
 //! ## Configuration
 //!
@@ -76,6 +78,11 @@ pub use crate::insight::plot;
 pub use crate::insight::profile;
 pub use crate::insight::stats::{ClassStats, Stats};
 pub use owned::{Heap, HeapStats};
+/// The attribute: `#[strata_alloc::profile]` gives a function a
+/// line-by-line memory table per call (see [`profile::lines`]). It shares
+/// its name with the [`profile`] module: macros and modules live in
+/// different namespaces.
+pub use strata_alloc_macros::profile;
 pub use typed::{PoolBox, TypedPool, TypedPoolStats};
 
 use crate::core::entry;

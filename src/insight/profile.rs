@@ -122,6 +122,76 @@ pub mod sampling {
     };
 }
 
+/// Line-by-line profiles (`memory_profiler`'s `@profile`): put
+/// `#[strata_alloc::profile]` on a function, and each call gives a table
+/// of its statements — bytes in use after each, the increment, bytes
+/// allocated and freed, how often it ran, and its source line.
+///
+/// The attribute instruments only with the `line-profile` feature; without
+/// it the function is left unchanged. It goes on free functions, methods,
+/// generic and `async` functions. Statements of nested blocks (`if`,
+/// `for`, `while`, `loop`, `match` arm blocks, ...) get rows of their own,
+/// so a loop body's rows count its iterations; closures, `async` blocks
+/// and macro arguments count to the statement holding them.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: strata_alloc::Strata = strata_alloc::Strata;
+///
+/// use strata_alloc::profile::lines::{self, Output};
+///
+/// #[strata_alloc::profile]
+/// fn build(n: usize) -> usize {
+///     let mut words = Vec::new();
+///     for i in 0..n {
+///         words.push(format!("word {i}"));
+///     }
+///     words.len()
+/// }
+///
+/// lines::set_output(Output::Collect); // the default prints to stderr
+/// assert_eq!(build(100), 100);
+/// let report = &lines::take_reports()[0];
+/// let push = report.rows.iter().find(|r| r.contents.contains("push")).unwrap();
+/// assert_eq!(push.occurrences, 100);
+/// assert!(push.allocated >= 100 * "word 99".len());
+/// println!("{report}\n{}", report.to_json());
+/// ```
+///
+/// How the figures are taken: counting (see [`Counting`]) is on from the
+/// call's entry to its end, and each statement's start reads the calling
+/// thread's counters: what was allocated and freed since the previous
+/// statement started goes to that statement. So a statement's figures
+/// include the drops at the end of the block it ends (the last statement
+/// of a loop body carries the drops of each iteration), and the last
+/// statement run carries the drops of the function's locals when it
+/// returns. The bytes are the calling thread's only. The probes' own
+/// bookkeeping (their rows, the reports, delivering them) is not counted,
+/// so a profiled function called by another (or recursively: each call has
+/// its own report) shows in its caller's row only with what it really
+/// allocates.
+///
+/// In an `async fn`, counting runs from the first poll to completion (or
+/// the future's drop) and an await point is inside its statement: what
+/// other tasks allocate on the same thread while this one waits counts to
+/// the awaiting statement. When the future is resumed on another thread,
+/// the next statement starts over from that thread's counters, and what
+/// happened on the first thread since the last statement started is lost.
+///
+/// Reports go to stderr by default; [`set_output`](lines::set_output)
+/// collects them for [`take_reports`](lines::take_reports) or hands them
+/// to a function. A row's `contents` is the source line, read when the
+/// first report of its file is made (cached, like Python's `linecache`);
+/// when the file cannot be read (a program run away from its sources) or
+/// has changed, it is the statement as the macro saw its tokens.
+///
+/// What it costs is in `docs/performance.md` ("Line profiles").
+pub mod lines {
+    #[doc(hidden)]
+    pub use crate::insight::lines::{__Meta, __Probe, __Stmt};
+    pub use crate::insight::lines::{set_output, take_reports, LineReport, LineRow, Output};
+}
+
 /// Blocks and bytes allocated and freed by all threads while counting was
 /// on (see [`Counting`]). Bytes are block sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
