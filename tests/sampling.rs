@@ -563,6 +563,10 @@ fn reports_export_as_collapsed_stacks_flamegraphs_and_pprof() {
     );
     assert!(svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("sampling_site_export_unique"));
+    assert!(
+        xml_elements(&svg) > 10,
+        "a flamegraph has a frame per stack entry"
+    );
 
     let profile = pprof::decode(&report.pprof()).expect("the profile reads back");
     let names: Vec<&str> = profile
@@ -604,4 +608,30 @@ fn reports_export_as_collapsed_stacks_flamegraphs_and_pprof() {
     assert_eq!(sample.value[1] as u64, exported.allocated_bytes);
     assert!(pprof::decode(b"not gzip").unwrap_err().contains("gzip"));
     free_all(&mut ptrs, SIZE);
+}
+
+/// Parses `svg` as XML (every tag closed by its own name) and returns how
+/// many elements it has: the file opens in a browser, not just looks like SVG.
+fn xml_elements(svg: &str) -> usize {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let (mut elements, mut depth) = (0, 0i64);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                elements += 1;
+                depth += 1;
+            }
+            Ok(Event::Empty(_)) => elements += 1,
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "unclosed elements");
+    elements
 }

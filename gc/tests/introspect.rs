@@ -168,9 +168,39 @@ fn backrefs_follow_referrers_only_up_to_the_depth() {
     let svg = strata_gc::svg(&deep).expect("our DOT is drawable");
     assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("Node").count(), 3, "one box per object:\n{svg}");
+    assert!(
+        xml_elements(&svg) >= 6,
+        "three boxes and two edges at least:\n{svg}"
+    );
     let err = strata_gc::svg("digraph { a -> ").unwrap_err();
     assert!(
         err.to_string().contains("cannot draw the DOT graph"),
         "{err}"
     );
+}
+
+/// Parses `svg` as XML (every tag closed by its own name) and returns how
+/// many elements it has: the file opens in a browser, not just looks like SVG.
+fn xml_elements(svg: &str) -> usize {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let (mut elements, mut depth) = (0, 0i64);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                elements += 1;
+                depth += 1;
+            }
+            Ok(Event::Empty(_)) => elements += 1,
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "unclosed elements");
+    elements
 }
