@@ -469,7 +469,8 @@ mod tests {
                 for start in (0..end).step_by(size as usize) {
                     assert!(is_multiple(start, magic));
                     assert!(!is_multiple(start + 1, magic));
-                    assert!(!is_multiple(start + size64 - 8, magic));
+                    assert!(!is_multiple(start + size64 / 2, magic));
+                    assert!(!is_multiple(start + size64 - 1, magic));
                 }
                 for offset in (0..end).step_by(4099) {
                     assert_eq!(is_multiple(offset, magic), offset % size64 == 0);
