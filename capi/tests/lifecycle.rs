@@ -3,7 +3,9 @@
 //! allocation must not wait on the libc lock it was called under, exiting
 //! threads must not leave pools behind, a huge `STRATA_PURGE_DELAY` is
 //! clamped, a wild free aborts with a reason instead of writing into an
-//! arena header, and the library also works `dlopen`ed.
+//! arena header, a double free or an interior pointer of a small block
+//! aborts naming it (release builds included) while heavy correct use does
+//! not, and the library also works `dlopen`ed.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -191,6 +193,58 @@ fn foreign_pointers_abort_with_a_reason() {
             stderr.contains("strata-alloc: free, realloc or malloc_usable_size of a pointer strata never handed out: 0x"),
             "{what}: {stderr}"
         );
+    }
+}
+
+/// Misuse of small blocks aborts with a line naming the pointer the
+/// program printed (`pointer 0x...`), in every build: double frees by the
+/// owner (at once, after other frees, after another thread's free) and by
+/// another thread, and a pointer 16 bytes into a 48-byte block.
+#[test]
+fn small_block_misuse_aborts_naming_the_pointer() {
+    for (what, message) in [
+        ("double-free", "strata-alloc: double free of 0x"),
+        ("double-free-later", "strata-alloc: double free of 0x"),
+        ("double-free-remote", "strata-alloc: double free of 0x"),
+        (
+            "double-free-after-remote",
+            "strata-alloc: double free of 0x",
+        ),
+        (
+            "interior",
+            "strata-alloc: free of a pointer that is not a block start: 0x",
+        ),
+    ] {
+        let Some(out) = run(&["misuse", what], &[], Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{what}: {stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("returned"), "{what}: {stdout}");
+        let pointer = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("pointer 0x"))
+            .expect("the program printed its pointer");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(message))
+            .unwrap_or_else(|| panic!("{what}: no one-line message: {stderr}"));
+        assert!(line.ends_with(pointer), "{what}: {line} names {pointer}");
+    }
+}
+
+/// Four threads mallocing, reallocing and freeing each other's blocks,
+/// filled with what free-list links look like, trip no check.
+#[test]
+fn heavy_use_trips_no_check() {
+    if let Some(out) = run(&["stress"], &[], Duration::from_secs(120)) {
+        assert_ok(&out, "stress");
     }
 }
 

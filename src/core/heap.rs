@@ -27,7 +27,9 @@ use crate::core::abandoned::abandoned;
 use crate::core::arena::{self, registry};
 use crate::core::counters::{live_counters, Counters, NO_SLOT};
 use crate::core::os;
-use crate::core::pool::{release_pool, Block, Pool, ABANDONED, TYPED_OWNER};
+use crate::core::pool::{
+    is_tagged_free, release_pool, tag_free, Block, Pool, ABANDONED, TYPED_OWNER,
+};
 use crate::core::size_class::{
     direct_index, direct_slots, pool_slots, DIRECT_LAST_CLASS, DIRECT_MAX, DIRECT_SLOTS,
     NUM_CLASSES,
@@ -172,7 +174,7 @@ impl Heap {
         if !pool.is_null() {
             // SAFETY: pools in our queues are live and owned by us.
             let pool = unsafe { &*pool };
-            let block = pool.pop();
+            let block = pool.pop_untagged();
             if !block.is_null() {
                 return block.cast();
             }
@@ -193,7 +195,7 @@ impl Heap {
         }
         // SAFETY: the direct table holds our queue heads, which are live
         // and owned by us.
-        unsafe { (*pool).pop() }.cast()
+        unsafe { (*pool).pop_untagged() }.cast()
     }
 
     /// Copies the head of `class`'s queue into its direct-table slots;
@@ -221,7 +223,7 @@ impl Heap {
             // returns what other threads freed.
             crate::core::purge::maybe_purge();
             // SAFETY: as above.
-            return unsafe { (*pool).pop() }.cast();
+            return unsafe { (*pool).pop_untagged() }.cast();
         }
         self.alloc_slow(class)
     }
@@ -231,6 +233,13 @@ impl Heap {
     /// heap borrow), so a thread whose first act is a free lists its
     /// counters.
     ///
+    /// Two checks in every build, a few instructions together, each
+    /// leaving the fast path only on misuse: `p` must be a block start
+    /// (a multiply by the pool's reciprocal, [`Pool::is_block_offset`]),
+    /// and must not carry the free tag (one load; [`is_tagged_free`]).
+    /// The owner confirms a tagged block on its lists before it aborts
+    /// ([`Heap::confirm_double_free`]).
+    ///
     /// # Safety
     /// `p` must be a live small block of this allocator.
     #[inline(always)]
@@ -239,20 +248,96 @@ impl Heap {
         // SAFETY: `p` is a live small block, so its arena and pool are live.
         let pool = unsafe { &*arena::pool_meta_of(p).cast::<Pool>() };
         if cfg!(debug_assertions) {
-            check_free(pool, p, self.id);
+            check_free(pool, p);
         }
+        if !pool.is_block_offset(p) {
+            not_a_block_start(pool, p);
+        }
+        let block = p.cast::<Block>();
         if pool.owner.load(Ordering::Relaxed) == self.id {
-            // SAFETY: we own the pool and the block is live (caller).
-            let emptied = unsafe { pool.push_local(p.cast()) };
-            // A hot pool emptied again stays as it is: skip the call.
-            if emptied && !pool.hot.get() {
-                self.pool_emptied(pool);
+            // SAFETY: a block start of a pool of ours: of a size class.
+            if unsafe { is_tagged_free(block) } {
+                // A tail call: no value lives across it, so the fast path
+                // saves no extra register.
+                // SAFETY: forwarded contract.
+                return unsafe { self.free_tagged(pool, block) };
             }
+            // SAFETY: forwarded contract.
+            unsafe { self.free_local(pool, block) };
             false
         } else {
             // SAFETY: forwarded contract.
-            unsafe { self.free_not_owned(pool, p.cast()) };
+            unsafe { self.free_not_owned(pool, block) };
             self.id == 0
+        }
+    }
+
+    /// The owner's free: tags the block, pushes it onto `local_free`.
+    ///
+    /// # Safety
+    /// `block` must be a live block, of a size class, of `pool`, ours.
+    #[inline(always)]
+    unsafe fn free_local(&mut self, pool: &Pool, block: *mut Block) {
+        // SAFETY: forwarded contract.
+        let emptied = unsafe {
+            tag_free(block);
+            pool.push_local(block)
+        };
+        // A hot pool emptied again stays as it is: skip the call.
+        if emptied && !pool.hot.get() {
+            self.pool_emptied(pool);
+        }
+    }
+
+    /// The owner's free of a block that carries the free tag: aborts if it
+    /// is a double free ([`Heap::confirm_double_free`]), else frees it.
+    /// Returns false, as [`Heap::free`] for a started heap.
+    ///
+    /// # Safety
+    /// `block` must be a block, of a size class, of `pool`, ours.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_tagged(&mut self, pool: &Pool, block: *mut Block) -> bool {
+        self.confirm_double_free(pool, block.cast());
+        // SAFETY: not on our lists, so live (the program stored the tag).
+        unsafe { self.free_local(pool, block) };
+        false
+    }
+
+    /// A block of ours being freed carries the free tag: it is freed a
+    /// second time, unless the program happened to store the tag in it.
+    /// Looks for it on the pool's lists, all of them ours to walk once
+    /// `collect` took in the other threads' frees; aborts if it is there,
+    /// else returns (a live block: the free goes on). Each walk is bounded
+    /// by the pool's capacity, so a list that a missed double free turned
+    /// into a cycle aborts too instead of looping.
+    fn confirm_double_free(&mut self, pool: &Pool, p: *mut u8) {
+        let on = |list: *mut Block| {
+            let mut block = list;
+            for _ in 0..=pool.capacity {
+                if block.is_null() {
+                    return false;
+                }
+                if block.cast::<u8>() == p {
+                    return true;
+                }
+                // SAFETY: blocks on our own lists are free blocks of the
+                // pool, linked through their first word.
+                block = unsafe { (*block).next };
+            }
+            crate::core::diag::abort_with_pointer(
+                b"free list corrupted (a double free went unseen) in the pool of ",
+                p,
+            )
+        };
+        if on(pool.local_free.get()) || on(pool.free.get()) {
+            crate::core::diag::abort_with_pointer(b"double free of ", p);
+        }
+        if !pool.thread_free.load(Ordering::Relaxed).is_null() {
+            pool.collect();
+            if on(pool.free.get()) {
+                crate::core::diag::abort_with_pointer(b"double free of ", p);
+            }
         }
     }
 
@@ -260,13 +345,16 @@ impl Heap {
     /// pool, or onto the owner's `thread_free` list. Out of line, so that
     /// the owner's free stays a few instructions.
     ///
+    /// A tagged block aborts as a double free without the owner's
+    /// confirmation: the lists are the owner's (or the abandoned-list lock
+    /// holder's) and cannot be walked from here. The tag is all the
+    /// evidence, and a live block holds it only if the program stored it.
+    ///
     /// # Safety
     /// `block` must be a live block of `pool`.
     #[inline(never)]
     unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) {
         match pool.owner.load(Ordering::Relaxed) {
-            // SAFETY: forwarded contract.
-            ABANDONED => unsafe { self.free_abandoned(pool, block) },
             // Slot 0 (the arena header) and unused records have no owner:
             // a wild pointer, whose free would write into the header.
             0 => crate::core::diag::abort_with_pointer(
@@ -277,8 +365,21 @@ impl Heap {
                 b"free of a TypedPool block through malloc/dealloc: ",
                 block.cast(),
             ),
-            // SAFETY: forwarded contract.
-            _ => unsafe { pool.push_thread_free(block) },
+            owner => {
+                // SAFETY: a block start of a heap's pool: of a size class.
+                if unsafe { is_tagged_free(block) } {
+                    crate::core::diag::abort_with_pointer(b"double free of ", block.cast());
+                }
+                // SAFETY: as above; the block is live (caller).
+                unsafe { tag_free(block) };
+                if owner == ABANDONED {
+                    // SAFETY: forwarded contract.
+                    unsafe { self.free_abandoned(pool, block) }
+                } else {
+                    // SAFETY: forwarded contract.
+                    unsafe { pool.push_thread_free(block) }
+                }
+            }
         }
     }
 
@@ -353,7 +454,7 @@ impl Heap {
             if p.free.get().is_null() {
                 p.carve();
             }
-            let block = p.pop();
+            let block = p.pop_untagged();
             if block.is_null() {
                 // A reclaimed pool that is still full: keep it for later.
                 self.push_back(class, pool);
@@ -380,7 +481,7 @@ impl Heap {
             if !p.free.get().is_null() {
                 self.unlink(class, pool);
                 self.push_front(class, pool);
-                return Some(p.pop().cast());
+                return Some(p.pop_untagged().cast());
             }
             self.unlink(class, pool);
             self.push_back(class, pool);
@@ -594,30 +695,68 @@ impl Heap {
     }
 }
 
-/// Debug-build check of a pointer about to be freed: it must be the start
-/// of a carved block, and not among the most recently freed blocks of the
-/// pool's local lists (a bounded look, so debug builds stay usable).
-fn check_free(pool: &Pool, p: *mut u8, heap_id: usize) {
-    const LOOK: usize = 64;
-    if pool.owner.load(Ordering::Relaxed) == 0 {
-        crate::core::diag::abort_with_pointer(b"free of a pointer into no pool: ", p);
-    }
-    if !pool.is_block_start(p) {
+/// [`Heap::free`] of a pointer that is no block start of its pool: says
+/// why, naming the pointer. A record no pool was made in (the arena
+/// header's, or one never used) has a zero reciprocal, so its pointers end
+/// here too.
+#[cold]
+#[inline(never)]
+fn not_a_block_start(pool: &Pool, p: *mut u8) -> ! {
+    let message: &[u8] = match pool.owner.load(Ordering::Relaxed) {
+        0 => b"free of a pointer into no pool: ",
+        TYPED_OWNER => b"free of a TypedPool block through malloc/dealloc: ",
+        _ => b"free of a pointer that is not a block start: ",
+    };
+    crate::core::diag::abort_with_pointer(message, p)
+}
+
+/// Debug-build check of a pointer about to be freed, beyond those of every
+/// build: it must be the start of a block carved so far (a block-aligned
+/// pointer past them was never handed out).
+fn check_free(pool: &Pool, p: *mut u8) {
+    let owner = pool.owner.load(Ordering::Relaxed);
+    if owner != 0 && owner != TYPED_OWNER && !pool.is_block_start(p) {
         crate::core::diag::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
     }
-    if pool.owner.load(Ordering::Relaxed) == heap_id {
-        for list in [pool.free.get(), pool.local_free.get()] {
-            let mut block = list;
-            for _ in 0..LOOK {
-                if block.is_null() {
-                    break;
-                }
-                if block.cast::<u8>() == p {
-                    crate::core::diag::abort_with_pointer(b"double free of ", p);
-                }
-                // SAFETY: blocks on our own lists are free blocks of the pool.
-                block = unsafe { (*block).next };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::size_class::class_for;
+
+    /// The owner's confirming walk (under Miri too): live blocks holding
+    /// the free tag are on no list, so they are freed normally, and every
+    /// block is handed out again, once.
+    #[test]
+    fn live_blocks_holding_the_tag_are_freed() {
+        crate::core::init::ensure();
+        let mut heap = Heap::new_owned();
+        let class = class_for(48, 8).unwrap();
+        let blocks: Vec<_> = (0..8).map(|_| heap.alloc(class)).collect();
+        // SAFETY: live blocks of 48 bytes of this heap, each freed once; the
+        // tag is what the program could have stored there.
+        unsafe {
+            for &b in &blocks[..4] {
+                assert!(!heap.free(b));
+            }
+            for &b in &blocks[4..] {
+                tag_free(b.cast());
+                assert!(is_tagged_free(b.cast()));
+                assert!(!heap.free(b));
             }
         }
+        // Past the rest of the carved run, the freed blocks come back.
+        let mut again: Vec<_> = (0..200).map(|_| heap.alloc(class)).collect();
+        for &b in &again {
+            // SAFETY: a block just handed out: its tag is gone.
+            assert!(!unsafe { is_tagged_free(b.cast()) });
+        }
+        again.sort();
+        again.dedup();
+        assert_eq!(again.len(), 200, "no block handed out twice");
+        assert!(blocks.iter().all(|b| again.binary_search(b).is_ok()));
+        // SAFETY: no block of the heap is used afterwards.
+        unsafe { heap.release_all() };
     }
 }

@@ -31,11 +31,12 @@ pub(crate) const FIRST_PURGED_CLASS: usize = {
     class
 };
 
-/// Written into the second word of a purged free block (xor its address),
-/// so later sweeps skip it. The first page of a block stays resident (it
-/// holds the free-list link), so the mark survives the purge. A block
-/// reallocated and freed again with its second word untouched keeps the
-/// mark and is not purged again: the cost is resident pages, never data.
+/// Written into the third word of a purged free block (xor its address),
+/// so later sweeps skip it (the first two hold the free-list link and the
+/// free tag of `pool.rs`). The first page of a block stays resident, so the
+/// mark survives the purge. A block reallocated and freed again with its
+/// third word untouched keeps the mark and is not purged again: the cost is
+/// resident pages, never data.
 const PURGED_MARK: usize = 0x5354_5241_5441_5055; // "STRATAPU"
 
 /// Runs the purges that are due.
@@ -60,18 +61,18 @@ pub(crate) fn purge_free_blocks(pool: &Pool) {
     for list in [pool.free.get(), pool.local_free.get()] {
         let mut block = list;
         while !block.is_null() {
-            let mark_at = block.cast::<usize>().wrapping_add(1);
+            let mark_at = block.cast::<usize>().wrapping_add(2);
             let mark = PURGED_MARK ^ block.addr();
             // SAFETY: `block` is a free block of `pool` (owner's list), at
-            // least 16 KiB; its first two words are the allocator's.
+            // least 16 KiB; its first three words are the allocator's.
             if unsafe { mark_at.read() } != mark {
-                // The whole OS pages past the link and the mark, inside the
+                // The whole OS pages past the link, tag and mark, inside the
                 // block (`decommit` leaves partial pages alone: with 16 KiB
                 // pages a block's last page may be shared with a live
                 // neighbour).
-                let head = 2 * size_of::<usize>();
+                let head = 3 * size_of::<usize>();
                 // SAFETY: the range is inside a free block of a live pool
-                // (no live data past its first two words), in an arena
+                // (no live data past its first three words), in an arena
                 // reservation.
                 purged += unsafe { os::decommit(block.cast::<u8>().add(head), size - head) };
                 // SAFETY: as above.
@@ -137,7 +138,7 @@ mod tests {
                     assert!(bytes == pattern(i), "live block {i} of {size} B touched");
                 } else {
                     // The whole pages inside a free block are purged.
-                    let first = (b.addr() + 2 * size_of::<usize>()).next_multiple_of(page);
+                    let first = (b.addr() + 3 * size_of::<usize>()).next_multiple_of(page);
                     if first + page <= b.addr() + size {
                         assert_eq!(bytes[first - b.addr()], 0, "free block {i} not purged");
                     }

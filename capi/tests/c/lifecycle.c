@@ -14,6 +14,15 @@
  *                (malloc_usable_size) a pointer malloc never returned:
  *                WHAT is free-stack, free-static, free-mmap, realloc-mmap,
  *                usable-static (must abort)
+ *   misuse WHAT  frees a small block wrongly, after printing "pointer %p"
+ *                of the pointer at fault (must abort): WHAT is
+ *                double-free, double-free-later (after 100 other frees),
+ *                double-free-remote (another thread frees it twice),
+ *                double-free-after-remote (another thread frees it, then
+ *                this one), interior (16 bytes into a 48-byte block)
+ *   stress       four threads malloc, calloc, realloc and free blocks of
+ *                many sizes, freeing each other's, filled with words that
+ *                look like free-list links (must not abort)
  *   dlopen LIB   run without the preload: dlopens LIB and mallocs, reallocs
  *                and frees through it from four threads, freeing each
  *                other's blocks
@@ -76,6 +85,102 @@ static void churn(void) {
     for (int i = 0; i < 512; i++) free(live[i]);
 }
 
+/* Hides where `p` points from the compiler, which rejects freeing a
+ * non-heap object it can see. */
+static void *launder(void *p) {
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+static void *free_it(void *p) {
+    free(p);
+    return NULL;
+}
+
+static void *free_it_twice(void *p) {
+    void *again = launder(p);
+    free(p);
+    free(again);
+    return NULL;
+}
+
+/* Runs `f(p)` on another thread and waits for it. */
+static void on_other_thread(void *(*f)(void *), void *p) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, f, p) != 0) exit(2);
+    pthread_join(t, NULL);
+}
+
+/* The misuse `what` names (see the mode list). */
+static void misuse(const char *what) {
+    char *p = malloc(40);
+    char *others[100];
+    for (int i = 0; i < 100; i++) others[i] = malloc(40);
+    if (strcmp(what, "interior") == 0) {
+        printf("pointer %p\n", (void *)(p + 16));
+        fflush(stdout);
+        free(launder(p + 16));
+    } else {
+        printf("pointer %p\n", (void *)p);
+        fflush(stdout);
+        /* The compiler refuses a free of a pointer it saw freed. */
+        void *again = launder(p);
+        if (strcmp(what, "double-free") == 0) {
+            free(p);
+            free(again);
+        } else if (strcmp(what, "double-free-later") == 0) {
+            free(p);
+            for (int i = 0; i < 100; i++) free(others[i]);
+            free(again);
+        } else if (strcmp(what, "double-free-remote") == 0) {
+            on_other_thread(free_it_twice, p);
+        } else if (strcmp(what, "double-free-after-remote") == 0) {
+            on_other_thread(free_it, p);
+            free(again);
+        }
+    }
+    printf("%s returned\n", what);
+}
+
+/* Blocks handed between the stress threads. */
+static void *exchanged[4][512];
+
+static void *stress_thread(void *arg) {
+    long t = (long)arg;
+    unsigned x = 2463534242u + (unsigned)t;
+    void *last = NULL;
+    for (int round = 0; round < 400; round++) {
+        for (int i = 0; i < 512; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            size_t size = 1 + x % (x % 16 == 0 ? 40000 : 600);
+            void **p = x % 5 == 0 ? calloc(1, size) : malloc(size);
+            if (p == NULL) exit(2);
+            if (x % 7 == 0) {
+                p = realloc(p, size * 2 + 1);
+                if (p == NULL) exit(2);
+            }
+            if (size >= 16) {
+                /* Null, the block itself, a neighbour: what a link of the
+                 * block's own pool looks like. */
+                p[0] = x % 3 == 0 ? NULL : last;
+                p[1] = x % 2 == 0 ? (void *)p : last;
+            }
+            last = p;
+            void *old = __atomic_exchange_n(&exchanged[(t + round) % 4][i], p, __ATOMIC_ACQ_REL);
+            free(old);
+        }
+    }
+    return NULL;
+}
+
+static void stress(void) {
+    pthread_t threads[4];
+    for (long t = 0; t < 4; t++) pthread_create(&threads[t], NULL, stress_thread, (void *)t);
+    for (int t = 0; t < 4; t++) pthread_join(threads[t], NULL);
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 512; i++) free(exchanged[t][i]);
+}
+
 /* The allocator of a dlopened libstrata.so, and blocks passed between
  * threads through it. */
 static void *(*dl_malloc)(size_t);
@@ -117,13 +222,6 @@ static int run_dlopened(const char *lib) {
 
 static char static_buffer[64];
 
-/* Hides where `p` points from the compiler, which rejects freeing a
- * non-heap object it can see. */
-static void *launder(void *p) {
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
 /* A pointer of the kind `what` names, then the call it names on it. */
 static void use_foreign(const char *what) {
     char on_stack[64];
@@ -157,6 +255,11 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "foreign") == 0 && argc > 2) {
         use_foreign(argv[2]);
         return 0;
+    } else if (strcmp(mode, "misuse") == 0 && argc > 2) {
+        misuse(argv[2]);
+        return 0;
+    } else if (strcmp(mode, "stress") == 0) {
+        stress();
     } else if (strcmp(mode, "dlopen") == 0 && argc > 2) {
         if (run_dlopened(argv[2]) != 0) return 1;
     } else if (strcmp(mode, "wild-free") == 0) {
