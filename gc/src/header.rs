@@ -403,6 +403,55 @@ pub(crate) enum VisitMode {
     /// `Gc::new`: the OR of the visited objects' counts words (is one
     /// tracked? how high is the highest? see [`HEIGHT_BITS`]).
     Untrackable { counts: u64 },
+    /// The sync collector's scan (`strata_gc::sync`): `sync::Gc` edges and
+    /// the lock guards it keeps go to its sink. The sink outlives the
+    /// visitor (the collector creates both).
+    Sync(*mut dyn SyncSink),
+}
+
+/// Where the sync collector's scan receives what a `trace` call reports.
+/// Declared here, beside the visitor's other modes; implemented by the
+/// sync collector.
+pub(crate) trait SyncSink {
+    /// A `sync::Gc` owned by the object being traced; `node` is its box.
+    fn edge(&mut self, node: std::ptr::NonNull<u8>);
+    /// A lock guard over part of the object being traced, to be released
+    /// only once the collector has read the counts of everything it scans.
+    fn keep(&mut self, guard: HeldGuard);
+    /// Part of the object could not be locked: its edges are unknown.
+    fn locked_out(&mut self);
+}
+
+/// A type-erased lock guard kept by the sync collector's scan.
+pub(crate) struct HeldGuard {
+    ptr: *mut (),
+    drop: unsafe fn(*mut ()),
+}
+
+impl HeldGuard {
+    /// Erase `guard`.
+    ///
+    /// # Safety
+    ///
+    /// Whatever `guard` borrows outlives the `HeldGuard`.
+    unsafe fn new<G>(guard: G) -> HeldGuard {
+        unsafe fn drop_boxed<G>(p: *mut ()) {
+            // SAFETY: `p` came from `Box::<G>::into_raw` in `new`.
+            drop(unsafe { Box::from_raw(p.cast::<G>()) })
+        }
+        HeldGuard {
+            ptr: Box::into_raw(Box::new(guard)).cast(),
+            drop: drop_boxed::<G>,
+        }
+    }
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is the boxed guard of `new`, dropped once, while what
+        // it borrows is alive (`new`'s contract).
+        unsafe { (self.drop)(self.ptr) }
+    }
 }
 
 /// One `Gc` reported by a `trace` call in [`VisitMode::Record`].
@@ -422,6 +471,41 @@ pub struct Visitor {
 impl Visitor {
     pub(crate) fn new(mode: VisitMode) -> Self {
         Visitor { mode }
+    }
+
+    /// Keep `guard`, a lock guard over part of the value being traced, until
+    /// the collection no longer needs that part unchanged.
+    ///
+    /// The sync collector's scan keeps every guard it is given until it has
+    /// read the counts of all the objects it scans, so that the `Gc`s it saw
+    /// stay where it saw them (see `strata_gc::sync`); the other modes drop
+    /// the guard at once. A `Trace` impl of a lock type that is `Sync`
+    /// (`Mutex`, `RwLock`, or a third-party lock) try-locks, traces through
+    /// the guard, then hands the guard here, or calls
+    /// [`locked_out`](Visitor::locked_out) if the lock was taken.
+    ///
+    /// # Safety
+    ///
+    /// `guard` borrows only from the value whose `trace` is running (the
+    /// collector keeps that value alive while it keeps the guard).
+    pub unsafe fn keep_locked<G>(&mut self, guard: G) {
+        match self.mode {
+            VisitMode::Sync(sink) => {
+                // SAFETY: the caller's contract; the sink outlives the visitor.
+                unsafe { (*sink).keep(HeldGuard::new(guard)) }
+            }
+            _ => drop(guard),
+        }
+    }
+
+    /// Report that part of the value being traced is locked by someone else,
+    /// so its `Gc`s could not be visited: the collection treats the value as
+    /// reachable, and so everything it may own.
+    pub fn locked_out(&mut self) {
+        if let VisitMode::Sync(sink) = self.mode {
+            // SAFETY: the sink outlives the visitor.
+            unsafe { (*sink).locked_out() }
+        }
     }
 }
 

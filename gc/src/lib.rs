@@ -132,6 +132,7 @@ mod release;
 #[cfg(feature = "svg")]
 mod render;
 mod slice;
+pub mod sync;
 mod trace;
 mod trace_impls;
 mod tracking;

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::marker::PhantomData;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, TryLockError};
 
 use crate::header::Visitor;
 use crate::trace::{Finalize, Trace};
@@ -140,6 +140,65 @@ unsafe impl<T: ?Sized + Trace> Trace for RefCell<T> {
         // that could reach the cell. Leaving the borrow flag alone saves two
         // writes per cell and phase.
         if let Ok(v) = unsafe { self.try_borrow_unguarded() } {
+            v.trace(visitor)
+        }
+    }
+}
+
+impl<T: ?Sized> Finalize for Mutex<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
+// SAFETY: traces the owned value through a guard. If another thread holds
+// the lock, the value is reported locked out (the collector keeps it and
+// everything it may own alive). The guard goes to the visitor, which keeps
+// it while the sync collector needs the value unchanged (see
+// `Visitor::keep_locked`). A poisoned mutex is traced all the same: its
+// value is intact as far as its `Gc`s go.
+unsafe impl<T: ?Sized + Trace> Trace for Mutex<T> {
+    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+    fn trace(&self, visitor: &mut Visitor) {
+        let guard = match self.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
+        };
+        guard.trace(visitor);
+        // SAFETY: the guard borrows `self`, the value being traced.
+        unsafe { visitor.keep_locked(guard) }
+    }
+}
+
+impl<T: ?Sized> Finalize for RwLock<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
+// SAFETY: as for `Mutex`, with a read guard (other readers go on).
+unsafe impl<T: ?Sized + Trace> Trace for RwLock<T> {
+    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+    fn trace(&self, visitor: &mut Visitor) {
+        let guard = match self.try_read() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
+        };
+        guard.trace(visitor);
+        // SAFETY: the guard borrows `self`, the value being traced.
+        unsafe { visitor.keep_locked(guard) }
+    }
+}
+
+impl<T> Finalize for OnceLock<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
+// SAFETY: owns its content once set. Through a shared reference it can only
+// go from empty to set: a `Gc` it gains after being traced is one the
+// collector did not subtract, which only keeps its referent alive.
+unsafe impl<T: Trace> Trace for OnceLock<T> {
+    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+    fn trace(&self, visitor: &mut Visitor) {
+        if let Some(v) = self.get() {
             v.trace(visitor)
         }
     }

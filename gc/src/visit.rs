@@ -15,6 +15,8 @@ impl Visitor {
             VisitMode::Record(edges) => record_edge(edges, gc),
             // Branch-free: boxes without links have none of the bits set.
             VisitMode::Untrackable { counts } => *counts |= gc.counts_word(),
+            // A `Gc` is not `Send`, so no `sync::Gc` value holds one.
+            VisitMode::Sync(_) => {}
             mode => {
                 if let Some(node) = gc.node() {
                     // SAFETY: `gc` keeps its box allocated and `node` is its

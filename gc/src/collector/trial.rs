@@ -71,7 +71,7 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
                 }
             }
         }
-        VisitMode::Record(_) | VisitMode::Untrackable { .. } => {}
+        VisitMode::Record(_) | VisitMode::Untrackable { .. } | VisitMode::Sync(_) => {}
     }
 }
 
