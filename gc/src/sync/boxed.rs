@@ -7,16 +7,15 @@
 //! # The two words
 //!
 //! ```text
-//! strong: [epoch 3][.. flags ..][count 32]   count of strong handles, plus one while the collector holds the box
-//! weak:   [BUFFERED][count 32]               weak handles + 1 for all the strong ones (as in std::sync::Arc)
+//! strong: [epoch 3][.. flags ..][count 32]   strong handles, plus one while the collector holds the box
+//! weak:   [count 32]                         weak handles, + 1 for all the strong ones (as in std::sync::Arc),
+//!                                            + 1 while the box is on the candidate stack
 //! ```
 //!
 //! Every flag a mutator must react to lives in the strong word, so the one
-//! read-modify-write that `clone` or `upgrade` does anyway also tells it
-//! whether a collection is looking at the box. `BUFFERED` (the box is on the
-//! candidate stack, which keeps it allocated) lives in the weak word, so
-//! that whoever makes that word zero — the last weak release or the
-//! collector taking the box off the stack — frees the box.
+//! read-modify-write that `clone`, `upgrade` or `drop` does anyway also
+//! tells it whether a collection is looking at the box. Whoever makes the
+//! weak word zero frees the box.
 
 use std::alloc::{dealloc, Layout};
 use std::cell::Cell;
@@ -52,6 +51,9 @@ pub(crate) const FINALIZED: u64 = 1 << 37;
 /// The box survived a collection: young collections leave it out (it
 /// waits for a full one, CPython's oldest generation).
 pub(crate) const OLD: u64 = 1 << 38;
+/// The box is on the candidate stack, or taken off it by a collection that
+/// has not held it yet (see `buffer`).
+pub(crate) const CANDIDATE: u64 = 1 << 39;
 /// Shift of the weak epoch (see `Weak`): bumped when a finalizer resurrects
 /// a box whose weak handles were cleared, so those stay dead while new ones
 /// upgrade.
@@ -73,10 +75,6 @@ const _: () = assert!(EPOCHS.is_power_of_two() && (EPOCHS as u64) < 1 << (64 - E
 /// instruction as a `Relaxed` one.
 pub(crate) const STRONG: Ordering = Ordering::SeqCst;
 
-/// The weak word: the box is on the candidate stack, which keeps it
-/// allocated (but not its value alive).
-pub(crate) const BUFFERED: u64 = 1 << 32;
-
 /// Type-erased operations on the value of a box.
 pub(crate) struct VTable {
     /// Report the value's `sync::Gc`s to the visitor.
@@ -96,7 +94,7 @@ pub(crate) struct VTable {
 pub(crate) struct Header {
     pub(crate) strong: AtomicU64,
     pub(crate) weak: AtomicU64,
-    /// Link of the candidate stack while `BUFFERED`.
+    /// Link of the candidate stack while `CANDIDATE`.
     pub(crate) next: AtomicPtr<Header>,
     /// The collector's index of the box in its scan, touched only by the
     /// collector (holding the collection lock) while it holds the box; once
@@ -266,7 +264,7 @@ pub(crate) unsafe fn release_weak(h: NonNull<Header>) {
     if header(h).weak.fetch_sub(1, Ordering::Release) == 1 {
         fence(Ordering::Acquire);
         // SAFETY: the weak word is zero: no handle, no hold and not the
-        // candidate stack refer to the box.
+        // candidate stack refer to the box, and the value is gone.
         unsafe { (header(h).vtable.dealloc)(h) }
     }
 }

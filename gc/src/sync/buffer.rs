@@ -1,17 +1,22 @@
 //! Sync layer: the candidate stack — boxes whose strong count dropped to a
 //! non-zero value (Bacon and Rajan's "purple" roots), the only places a
-//! garbage cycle can start from.
+//! garbage cycle can start from — and the release of a strong handle that
+//! feeds it.
 //!
 //! A lock-free intrusive stack through `Header::next`: threads push with a
 //! CAS on the head, the collector takes the whole stack with one swap, so
-//! there is no single-element pop and no ABA. Being on the stack is the
-//! `BUFFERED` bit of the weak word, set once per box until a collection takes
-//! it off, and it keeps the box allocated (not its value alive: the value of
-//! a candidate whose count reaches zero is dropped at once).
+//! there is no single-element pop and no ABA. A box is on the stack at most
+//! once: the `CANDIDATE` bit of its strong word, which the releasing
+//! handle sets in the same compare-exchange that gives up its reference,
+//! and which the collector clears in the same compare-exchange that holds
+//! the box. So a release either happened before the collector's hold (and
+//! the collector counts it) or sees the bit clear and pushes the box again:
+//! no release is lost between the two. The stack owns a weak reference to
+//! each box on it, which keeps the box allocated (not its value alive).
 
 use std::ptr::{self, NonNull};
 
-use super::boxed::{header, Header, BUFFERED};
+use super::boxed::{header, release_last, release_weak, Header, CANDIDATE, COUNT, STRONG};
 use super::shim::{global, AtomicPtr, AtomicUsize, Ordering};
 
 struct Candidates {
@@ -27,29 +32,70 @@ global! {
     };
 }
 
-/// Make `h` a candidate unless it already is one; returns the number of
-/// candidates pushed since the last collection if it was pushed.
+/// Give up the strong reference of a handle to a box whose value may own
+/// `Gc`s: the last one drops the value; one that leaves others makes the
+/// box a candidate. Returns the number of candidates pushed since the last
+/// collection if this release pushed one.
 ///
-/// Called by a handle about to give up a strong reference that is not the
-/// last (the handle keeps the box alive during the call).
+/// # Safety
+///
+/// The caller owns the strong reference and gives it up.
 #[inline]
-pub(crate) fn push(h: NonNull<Header>) -> Option<usize> {
-    let weak = &header(h).weak;
-    if weak.load(Ordering::Relaxed) & BUFFERED != 0 {
-        return None;
+pub(crate) unsafe fn release(h: NonNull<Header>) -> Option<usize> {
+    let strong = &header(h).strong;
+    let mut cur = strong.load(Ordering::Relaxed);
+    // Whether this release took a weak reference for the stack.
+    let mut for_stack = false;
+    loop {
+        let last = cur & COUNT == 1;
+        let push = !last && cur & CANDIDATE == 0;
+        if push && !for_stack {
+            // Safe to touch the box: our strong reference keeps it.
+            header(h).weak.fetch_add(1, Ordering::Relaxed);
+            for_stack = true;
+        }
+        let new = if push { (cur - 1) | CANDIDATE } else { cur - 1 };
+        // Release (in `STRONG`): our uses of the value happen before its
+        // drop.
+        match strong.compare_exchange_weak(cur, new, STRONG, Ordering::Relaxed) {
+            Ok(_) if push => {
+                // The stack's weak reference keeps the box allocated.
+                return Some(link(h));
+            }
+            Ok(_) => {
+                if last {
+                    // SAFETY: ours was the last strong reference.
+                    unsafe { release_last(h, cur) };
+                }
+                if for_stack {
+                    // SAFETY: the weak reference taken above, unused.
+                    unsafe { release_weak(h) };
+                }
+                return None;
+            }
+            Err(now) => cur = now,
+        }
     }
-    push_slow(h)
 }
 
+/// Make a box the collector holds a candidate again (its edges could not
+/// be known this time).
+pub(crate) fn push_held(h: NonNull<Header>) {
+    let hd = header(h);
+    hd.weak.fetch_add(1, Ordering::Relaxed);
+    if hd.strong.fetch_or(CANDIDATE, STRONG) & CANDIDATE == 0 {
+        link(h);
+    } else {
+        // SAFETY: the weak reference just taken; the collector's hold keeps
+        // the shared one, so this is not the last.
+        unsafe { release_weak(h) };
+    }
+}
+
+/// Put `h`, just marked `CANDIDATE`, on the stack.
 #[cold]
 #[inline(never)]
-fn push_slow(h: NonNull<Header>) -> Option<usize> {
-    // Relaxed: the bit is only a claim; the stack's CAS below publishes the
-    // link, and the collector clears the bit with a read-modify-write of the
-    // same word.
-    if header(h).weak.fetch_or(BUFFERED, Ordering::Relaxed) & BUFFERED != 0 {
-        return None;
-    }
+fn link(h: NonNull<Header>) -> usize {
     let mut top = CANDIDATES.head.load(Ordering::Relaxed);
     loop {
         header(h).next.store(top, Ordering::Relaxed);
@@ -64,11 +110,12 @@ fn push_slow(h: NonNull<Header>) -> Option<usize> {
             Err(now) => top = now,
         }
     }
-    Some(CANDIDATES.pushed.fetch_add(1, Ordering::Relaxed) + 1)
+    CANDIDATES.pushed.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Take every candidate off the stack (the collector only); they stay
-/// `BUFFERED` until the caller clears the bit.
+/// Take every candidate off the stack (the collector only). Each keeps its
+/// `CANDIDATE` bit and the stack's weak reference, which the caller now
+/// owns.
 pub(crate) fn take_all() -> Vec<NonNull<Header>> {
     CANDIDATES.pushed.store(0, Ordering::Relaxed);
     // Acquire: pairs with the pushes' Release, so their `next` links are

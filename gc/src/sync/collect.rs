@@ -8,9 +8,9 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use super::boxed::{
-    count_overflow, epoch_of, header, release_last, Header, BUFFERED, COLLECTING, COUNT,
-    COUNT_LIMIT, DIRTY, DROPPED, EPOCH, EPOCHS, EPOCH_SHIFT, FINALIZED, NO_UPGRADE, OLD, SEALING,
-    STRONG,
+    count_overflow, epoch_of, header, release_last, release_weak, Header, CANDIDATE, COLLECTING,
+    COUNT, COUNT_LIMIT, DIRTY, DROPPED, EPOCH, EPOCHS, EPOCH_SHIFT, FINALIZED, NO_UPGRADE, OLD,
+    SEALING, STRONG,
 };
 use super::buffer;
 use super::control::{self, Stats};
@@ -19,7 +19,7 @@ use crate::collector::events::{CallbackInfo, Phase};
 use crate::header::{HeldGuard, SyncSink, VisitMode, Visitor};
 
 /// What survives from one collection to the next: the candidates that are
-/// old (they wait for a full collection, still `BUFFERED`) and the
+/// old (they wait for a full collection, still `CANDIDATE`) and the
 /// long-lived counts of CPython's rule for full collections.
 struct Generations {
     old_candidates: Vec<NonNull<Header>>,
@@ -29,8 +29,8 @@ struct Generations {
     long_lived_pending: usize,
 }
 
-// SAFETY: the candidates are boxes kept allocated by their `BUFFERED` bit;
-// only the collector (holding the mutex) touches them.
+// SAFETY: the candidates are boxes kept allocated by the candidate stack's
+// weak reference; only the collector (holding the mutex) touches them.
 unsafe impl Send for Generations {}
 
 global! {
@@ -219,9 +219,9 @@ impl Scan {
         }
     }
 
-    /// Hold `h` (a strong reference plus `COLLECTING`, `DIRTY` cleared) and
-    /// give it the next index.
-    fn hold(&mut self, h: NonNull<Header>, cur: u64) -> Result<usize, u64> {
+    /// Hold `h` (a strong reference plus `COLLECTING`; `DIRTY` and the bits
+    /// of `clear` cleared) and give it the next index.
+    fn hold(&mut self, h: NonNull<Header>, cur: u64, clear: u64) -> Result<usize, u64> {
         let hd = header(h);
         if cur & COUNT >= COUNT_LIMIT {
             count_overflow();
@@ -231,7 +231,7 @@ impl Scan {
         hd.strong
             .compare_exchange_weak(
                 cur,
-                ((cur + 1) | COLLECTING) & !DIRTY,
+                ((cur + 1) | COLLECTING) & !(DIRTY | clear),
                 STRONG,
                 Ordering::Relaxed,
             )
@@ -260,7 +260,7 @@ impl Scan {
             }
             // The count is not zero: the scanned object's field holds a
             // strong reference, and the scan holds that object.
-            match self.hold(h, cur) {
+            match self.hold(h, cur, 0) {
                 Ok(i) => return Some(i),
                 Err(now) => cur = now,
             }
@@ -268,25 +268,33 @@ impl Scan {
     }
 
     /// Adopt a candidate taken off the stack: hold it unless its value is
-    /// gone, then take it off the stack (which may free the box).
+    /// gone, clearing `CANDIDATE` in the same step (see `buffer`), then
+    /// give up the stack's weak reference (which may free the box). An old
+    /// candidate in a young collection waits, still a candidate, for a
+    /// full one.
     fn adopt_candidate(&mut self, h: NonNull<Header>, gens: &mut Generations) {
         let strong = &header(h).strong;
         let mut cur = strong.load(Ordering::Relaxed);
         loop {
-            if cur & COLLECTING != 0 || cur & COUNT == 0 || cur & DROPPED != 0 {
-                break;
-            }
-            if !self.full && cur & OLD != 0 {
-                // Waits, still on the stack's books, for a full collection.
+            let gone = cur & COUNT == 0 || cur & DROPPED != 0;
+            if !gone && !self.full && cur & OLD != 0 {
                 gens.old_candidates.push(h);
                 return;
             }
-            match self.hold(h, cur) {
-                Ok(_) => break,
+            let done = if gone || cur & COLLECTING != 0 {
+                strong
+                    .compare_exchange_weak(cur, cur & !CANDIDATE, STRONG, Ordering::Relaxed)
+                    .map(drop)
+            } else {
+                self.hold(h, cur, CANDIDATE).map(drop)
+            };
+            match done {
+                Ok(()) => break,
                 Err(now) => cur = now,
             }
         }
-        unbuffer(h);
+        // SAFETY: the stack's weak reference, which `take_all` handed over.
+        unsafe { release_weak(h) };
     }
 
     /// Trace every held object, in the order held, holding what they reach.
@@ -404,16 +412,6 @@ impl Scan {
     }
 }
 
-/// Take `h` off the candidate stack's books; frees the box if that was
-/// the last thing keeping it.
-fn unbuffer(h: NonNull<Header>) {
-    if header(h).weak.fetch_and(!BUFFERED, Ordering::AcqRel) == BUFFERED {
-        // SAFETY: the weak word was `BUFFERED` alone: no strong or weak
-        // handle is left and the value is dropped; this was the last claim.
-        unsafe { (header(h).vtable.dealloc)(h) }
-    }
-}
-
 /// One collection, with the collection lock held.
 fn collect_once(
     gens: &mut Generations,
@@ -459,7 +457,7 @@ fn collect_once(
         let mark = scan.marks[i];
         if mark & UNKNOWN != 0 {
             // Not shown alive: the next collection looks again.
-            buffer::push(h);
+            buffer::push_held(h);
         }
         if mark & REACHED != 0 {
             promoted += release_hold(h, mark & UNKNOWN == 0) as usize;
@@ -570,7 +568,9 @@ fn finalize_and_recheck(
 /// upgrades again.
 fn resurrect(h: NonNull<Header>) {
     let hd = header(h);
-    let has_weak = hd.weak.load(Ordering::Relaxed) & COUNT > 1;
+    // Minus the strong handles' weak reference and the candidate stack's.
+    let stack = (hd.strong.load(Ordering::Relaxed) & CANDIDATE != 0) as u64;
+    let has_weak = hd.weak.load(Ordering::Relaxed) > 1 + stack;
     let strong = &hd.strong;
     let mut cur = strong.load(Ordering::Relaxed);
     loop {

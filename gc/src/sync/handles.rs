@@ -13,7 +13,7 @@ use std::ptr::{self, NonNull};
 use super::auto;
 use super::boxed::{
     count_overflow, epoch_of, header, inc_strong, release_last, release_weak, try_upgrade, value,
-    GcBox, Header, Upgrade, COLLECTING, COUNT, COUNT_LIMIT, DROPPED, EPOCHS, STRONG,
+    GcBox, Header, Upgrade, CANDIDATE, COLLECTING, COUNT, COUNT_LIMIT, DROPPED, EPOCHS, STRONG,
 };
 use super::buffer;
 use super::shim::Ordering;
@@ -78,8 +78,11 @@ impl<T: Trace + Send + Sync> Gc<T> {
 
     /// Number of [`Weak`] handles.
     pub fn weak_count(this: &Self) -> usize {
-        // Minus the weak reference all strong handles share.
-        (header(this.ptr).weak.load(Ordering::Relaxed) & COUNT) as usize - 1
+        // Minus the weak reference all strong handles share, and the
+        // candidate stack's.
+        let hd = header(this.ptr);
+        let stack = (hd.strong.load(Ordering::Relaxed) & CANDIDATE != 0) as u64;
+        (hd.weak.load(Ordering::Relaxed) - 1 - stack) as usize
     }
 
     /// Make a [`Weak`] handle.
@@ -160,9 +163,9 @@ impl<T: Trace + Send + Sync> Gc<T> {
 }
 
 /// Whether the strong word `w` says its handle is the only one: a count of
-/// one, no collection holding the box, the value not dropped.
+/// one, no collection holding the box or about to, the value not dropped.
 fn is_sole(w: u64) -> bool {
-    w & (COUNT | COLLECTING | DROPPED) == 1
+    w & (COUNT | COLLECTING | CANDIDATE | DROPPED) == 1
 }
 
 impl<T: Trace + Send + Sync> Deref for Gc<T> {
@@ -192,31 +195,16 @@ impl<T: Trace + Send + Sync> Clone for Gc<T> {
 impl<T: Trace + Send + Sync> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
-        let hd = header(self.ptr);
         if T::MAY_CONTAIN_GC {
-            let cur = hd.strong.load(Ordering::Relaxed);
-            // The last handle (a compare-exchange, so that a handle made
-            // meanwhile sends this drop down the candidate path): nothing
-            // of the value can be left in a cycle.
-            if cur & (COUNT | COLLECTING) == 1
-                && hd
-                    .strong
-                    .compare_exchange(cur, cur - 1, STRONG, Ordering::Relaxed)
-                    .is_ok()
-            {
-                // SAFETY: ours was the last strong reference.
-                unsafe { release_last(self.ptr, cur) };
-                return;
-            }
-            // Not the last: the box may be left in a garbage cycle, so make
-            // it a candidate while this handle still keeps it alive.
-            if let Some(n) = buffer::push(self.ptr) {
+            // SAFETY: this handle's strong reference, given up once.
+            if let Some(n) = unsafe { buffer::release(self.ptr) } {
                 auto::candidate_pushed(n);
             }
+            return;
         }
         // Release (in `STRONG`): our uses of the value happen before its
         // drop.
-        let old = hd.strong.fetch_sub(1, STRONG);
+        let old = header(self.ptr).strong.fetch_sub(1, STRONG);
         if old & COUNT == 1 {
             // SAFETY: ours was the last strong reference.
             unsafe { release_last(self.ptr, old) };
