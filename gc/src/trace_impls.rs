@@ -169,6 +169,29 @@ unsafe impl<T: ?Sized + Trace> Trace for Mutex<T> {
     }
 }
 
+/// The loom models of `strata_gc::sync` (loom-tests/) build graphs with
+/// loom's mutex, whose waits loom can see; traced as `Mutex` is.
+#[cfg(loom)]
+impl<T> Finalize for loom::sync::Mutex<T> {
+    const NEEDS_FINALIZE: bool = false;
+}
+// SAFETY: as for `Mutex`.
+#[cfg(loom)]
+unsafe impl<T: Trace> Trace for loom::sync::Mutex<T> {
+    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+    fn trace(&self, visitor: &mut Visitor) {
+        let guard = match self.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
+        };
+        guard.trace(visitor);
+        // SAFETY: the guard borrows `self`, the value being traced.
+        unsafe { visitor.keep_locked(guard) }
+    }
+}
+
 impl<T: ?Sized> Finalize for RwLock<T> {
     const NEEDS_FINALIZE: bool = false;
 }

@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::mem;
 use std::ptr::{self, NonNull};
 
-use super::shim::{fence, yield_now, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use super::shim::{fence, yield_now, AtomicPtr, AtomicU64, Ordering};
 use crate::header::Visitor;
 use crate::trace::Trace;
 
@@ -99,8 +99,20 @@ pub(crate) struct Header {
     /// The collector's index of the box in its scan, touched only by the
     /// collector (holding the collection lock) while it holds the box; once
     /// the count is zero, the link of the trashcan queue.
-    pub(crate) slot: AtomicUsize,
+    slot: AtomicPtr<Header>,
     pub(crate) vtable: &'static VTable,
+}
+
+impl Header {
+    /// The collector's index of the box (see `slot`).
+    pub(crate) fn index(&self) -> usize {
+        self.slot.load(Ordering::Relaxed).addr()
+    }
+
+    pub(crate) fn set_index(&self, i: usize) {
+        self.slot
+            .store(ptr::without_provenance_mut(i), Ordering::Relaxed);
+    }
 }
 
 /// A `sync::Gc` allocation.
@@ -126,7 +138,7 @@ impl<T: Trace + Send + Sync> GcBox<T> {
                 strong: AtomicU64::new(1),
                 weak: AtomicU64::new(1),
                 next: AtomicPtr::new(ptr::null_mut()),
-                slot: AtomicUsize::new(0),
+                slot: AtomicPtr::new(ptr::null_mut()),
                 vtable: Self::VTABLE,
             },
             value,
@@ -293,7 +305,7 @@ pub(crate) unsafe fn release_last(h: NonNull<Header>, old: u64) {
         let d = t.depth.get();
         if d >= TRASHCAN_DEPTH {
             let pending = t.pending.get();
-            header(h).slot.store(pending as usize, Ordering::Relaxed);
+            header(h).slot.store(pending, Ordering::Relaxed);
             t.pending.set(h.as_ptr());
             None
         } else {
@@ -343,8 +355,7 @@ unsafe fn drain_trashcan() {
         let next = TRASHCAN.try_with(|t| {
             let p = t.pending.get();
             if let Some(h) = NonNull::new(p) {
-                t.pending
-                    .set(header(h).slot.load(Ordering::Relaxed) as *mut Header);
+                t.pending.set(header(h).slot.load(Ordering::Relaxed));
             }
             p
         });

@@ -78,24 +78,25 @@ pub(crate) unsafe fn release(h: NonNull<Header>) -> Option<usize> {
     }
 }
 
-/// Make a box the collector holds a candidate again (its edges could not
-/// be known this time).
-pub(crate) fn push_held(h: NonNull<Header>) {
+/// Make a box the collector holds a candidate again, with a weak
+/// reference for wherever the caller keeps it (the stack, with [`link`],
+/// or the old candidates); false if it already is one.
+pub(crate) fn claim_held(h: NonNull<Header>) -> bool {
     let hd = header(h);
     hd.weak.fetch_add(1, Ordering::Relaxed);
     if hd.strong.fetch_or(CANDIDATE, STRONG) & CANDIDATE == 0 {
-        link(h);
-    } else {
-        // SAFETY: the weak reference just taken; the collector's hold keeps
-        // the shared one, so this is not the last.
-        unsafe { release_weak(h) };
+        return true;
     }
+    // SAFETY: the weak reference just taken; the collector's hold keeps
+    // the shared one, so this is not the last.
+    unsafe { release_weak(h) };
+    false
 }
 
 /// Put `h`, just marked `CANDIDATE`, on the stack.
 #[cold]
 #[inline(never)]
-fn link(h: NonNull<Header>) -> usize {
+pub(crate) fn link(h: NonNull<Header>) -> usize {
     let mut top = CANDIDATES.head.load(Ordering::Relaxed);
     loop {
         header(h).next.store(top, Ordering::Relaxed);

@@ -162,6 +162,10 @@ const REACHED: u8 = 2;
 /// A root only because its edges are unknown (a lock was taken, or its
 /// `trace` panicked): it goes back on the candidate stack, young.
 const UNKNOWN: u8 = 4;
+/// Has an edge to an old box that a young collection left out: the old
+/// part may close a cycle through it, so it waits, a candidate, for the
+/// next full collection.
+const REACHES_OLD: u8 = 8;
 
 /// The subgraph one collection looks at: the boxes it holds (each with a
 /// strong reference and `COLLECTING`), the edges its trace found between
@@ -180,6 +184,8 @@ struct Scan {
     held: Vec<HeldGuard>,
     /// The object being traced reported a lock it could not take.
     locked_out: bool,
+    /// The object being traced has an edge this young collection left out.
+    reaches_old: bool,
     /// A re-scan of held objects only: edges to boxes outside it (whose
     /// slot is [`OUTSIDE`]) are left out and nothing new is held.
     within: bool,
@@ -215,6 +221,7 @@ impl Scan {
             counts: Vec::new(),
             held: Vec::new(),
             locked_out: false,
+            reaches_old: false,
             within: false,
         }
     }
@@ -237,7 +244,7 @@ impl Scan {
             )
             .map(|_| {
                 let i = self.objects.len();
-                hd.slot.store(i, Ordering::Relaxed);
+                hd.set_index(i);
                 self.objects.push(h);
                 self.marks.push(0);
                 i
@@ -252,10 +259,14 @@ impl Scan {
         let mut cur = strong.load(Ordering::Relaxed);
         loop {
             if cur & COLLECTING != 0 {
-                let slot = header(h).slot.load(Ordering::Relaxed);
+                let slot = header(h).index();
                 return (slot != OUTSIDE).then_some(slot);
             }
-            if self.within || cur & DROPPED != 0 || (!self.full && cur & OLD != 0) {
+            if !self.within && !self.full && cur & OLD != 0 {
+                self.reaches_old = true;
+                return None;
+            }
+            if self.within || cur & DROPPED != 0 {
                 return None;
             }
             // The count is not zero: the scanned object's field holds a
@@ -301,21 +312,35 @@ impl Scan {
     /// An object whose `trace` panics is a root (the edges it did not
     /// report only make their targets look referenced from outside).
     fn trace_all(&mut self, panics: &mut PanicSlot) {
-        let sink: *mut dyn SyncSink = self as *mut Scan;
-        let mut i = 0;
-        while i < self.objects.len() {
-            let h = self.objects[i];
-            self.starts.push(self.edges.len());
-            self.locked_out = false;
-            let mut v = Visitor::new(VisitMode::Sync(sink));
-            // SAFETY: the scan holds `h`, so its value is alive; `sink` is
-            // `self`, alive for the call, and `trace` reaches the scan only
-            // through the visitor (the `Trace` contract).
-            let traced = panics.run(|| unsafe { (header(h).vtable.trace)(h, &mut v) });
-            if self.locked_out || !traced {
-                self.marks[i] |= ROOT | UNKNOWN;
+        // The visitor reaches the scan through this pointer while `trace`
+        // runs, so between calls the scan is used through it too (a use of
+        // `self` would invalidate it).
+        let this: *mut Scan = self;
+        let sink: *mut dyn SyncSink = this;
+        // SAFETY: `this` is `self`, borrowed mutably for the whole loop; no
+        // other reference to the scan is live where the loop uses it (the
+        // visitor's uses end when `trace` returns). The scan holds each `h`,
+        // so its value is alive, and `trace` reaches the scan only through
+        // the visitor (the `Trace` contract).
+        unsafe {
+            let mut i = 0;
+            loop {
+                let scan = &mut *this;
+                let Some(&h) = scan.objects.get(i) else { break };
+                scan.starts.push(scan.edges.len());
+                scan.locked_out = false;
+                scan.reaches_old = false;
+                let mut v = Visitor::new(VisitMode::Sync(sink));
+                let traced = panics.run(|| (header(h).vtable.trace)(h, &mut v));
+                let scan = &mut *this;
+                if scan.locked_out || !traced {
+                    scan.marks[i] |= ROOT | UNKNOWN;
+                }
+                if scan.reaches_old {
+                    scan.marks[i] |= REACHES_OLD;
+                }
+                i += 1;
             }
-            i += 1;
         }
         self.starts.push(self.edges.len());
     }
@@ -455,13 +480,18 @@ fn collect_once(
     let mut promoted = 0;
     for (i, &h) in scan.objects.iter().enumerate() {
         let mark = scan.marks[i];
+        if mark & REACHED == 0 {
+            continue;
+        }
+        // Not shown alive: a later collection looks again.
         if mark & UNKNOWN != 0 {
-            // Not shown alive: the next collection looks again.
-            buffer::push_held(h);
+            if buffer::claim_held(h) {
+                buffer::link(h);
+            }
+        } else if mark & REACHES_OLD != 0 && buffer::claim_held(h) {
+            gens.old_candidates.push(h);
         }
-        if mark & REACHED != 0 {
-            promoted += release_hold(h, mark & UNKNOWN == 0) as usize;
-        }
+        promoted += release_hold(h, mark & UNKNOWN == 0) as usize;
     }
     if full {
         gens.long_lived_total = scan.objects.len() - garbage.len();
@@ -530,13 +560,13 @@ fn finalize_and_recheck(
     again.within = true;
     for (i, &h) in scan.objects.iter().enumerate() {
         if scan.marks[i] & REACHED != 0 {
-            header(h).slot.store(OUTSIDE, Ordering::Relaxed);
+            header(h).set_index(OUTSIDE);
         }
     }
     for &i in &garbage {
         let h = scan.objects[i];
         // The second scan reuses the first's holds.
-        header(h).slot.store(again.objects.len(), Ordering::Relaxed);
+        header(h).set_index(again.objects.len());
         again.objects.push(h);
         again.marks.push(0);
     }
@@ -557,7 +587,7 @@ fn finalize_and_recheck(
     }
     // The first scan's slots are back for the survivors' release.
     for (i, &h) in scan.objects.iter().enumerate() {
-        header(h).slot.store(i, Ordering::Relaxed);
+        header(h).set_index(i);
     }
     rest
 }

@@ -354,6 +354,23 @@ fn survivors_become_old_and_wait_for_a_full_collection() {
 }
 
 #[test]
+fn a_young_cycle_closed_through_an_old_object_is_found_by_the_next_full_collection() {
+    let _s = serial();
+    let c = Arc::new(AtomicUsize::new(0));
+    let y = node(&c);
+    drop(y.clone());
+    collect(); // y survives (the test holds it): old, and no candidate
+    let x = node(&c);
+    link(&y, &x);
+    *x.next.lock().unwrap() = Some(y); // moved: y is still no candidate
+    drop(x); // x, young, is the only candidate of the cycle x <-> y
+    super::collect::collect(super::collect::Trigger::Automatic);
+    assert_eq!(dropped(&c), 0, "a young collection leaves y out, so x looks referenced");
+    collect();
+    assert_eq!(dropped(&c), 2, "x waited, a candidate, for the full collection");
+}
+
+#[test]
 fn callbacks_see_each_collection_and_stats_add_up() {
     let _s = serial();
     let seen = Arc::new(AtomicUsize::new(0));
