@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 
+use proptest::prelude::*;
 use strata_gc::sync::{self, Gc, Weak};
 use strata_gc::{Finalize, Trace};
 
@@ -112,86 +113,86 @@ fn collect_all(ledger: &Ledger) {
 
 const THREADS: usize = 4;
 
-/// Threads share a pool of nodes and keep re-wiring them (adding and
-/// removing strong edges, setting weak back edges, upgrading them, passing
-/// handles to each other through the shared pool) while another thread
-/// collects in a loop. No node may be read after its drop, none dropped
-/// twice, and all are dropped once the last handle is gone.
-#[test]
-fn threads_rewiring_a_shared_graph_while_collections_run() {
+/// The shared pool through which threads pass handles to each other.
+type Pool = Arc<Vec<Mutex<Option<Gc<Node>>>>>;
+
+fn pool() -> Pool {
+    Arc::new((0..16).map(|_| Mutex::new(None)).collect())
+}
+
+/// One step of a mutator: `kind` picks the operation, `x` and `y` the
+/// nodes (of this thread's handles) or the pool slot it applies to.
+fn step(kind: u8, x: usize, y: usize, mine: &mut Vec<Gc<Node>>, pool: &Pool, ledger: &Arc<Ledger>) {
+    if mine.is_empty() || kind < 2 {
+        mine.push(node(ledger));
+        return;
+    }
+    let (a, b) = (x % mine.len(), y % mine.len());
+    match kind {
+        // A strong edge between two of mine (cycles too).
+        2 => {
+            let to = mine[b].clone();
+            mine[a].edges.lock().unwrap().push(to);
+        }
+        // Walk an edge, keeping what it leads to.
+        3 => {
+            mine[a].entry.check();
+            let next = mine[a].edges.lock().unwrap().last().cloned();
+            if let Some(n) = next {
+                n.entry.check();
+                mine.push(n);
+            }
+        }
+        // Publish to, or take from, the shared pool.
+        4 => {
+            let slot = &pool[y % pool.len()];
+            let old = slot.lock().unwrap().replace(mine.swap_remove(a));
+            mine.extend(old);
+        }
+        // A weak back edge, and an upgrade of one.
+        5 => {
+            *mine[a].back.write().unwrap() = Some(Gc::downgrade(&mine[b]));
+            let back = mine[b].back.read().unwrap().clone();
+            if let Some(up) = back.and_then(|w| w.upgrade()) {
+                up.entry.check();
+                mine.push(up);
+            }
+        }
+        // Cut an edge.
+        6 => drop(mine[a].edges.lock().unwrap().pop()),
+        _ => drop(mine.swap_remove(a)),
+    }
+    if mine.len() > 64 {
+        mine.truncate(32);
+    }
+}
+
+/// Runs `THREADS` mutators, each applying its steps, while another thread
+/// collects in a loop; then checks that every node was dropped exactly
+/// once after the last handle went.
+fn run_mutators(steps: Vec<Vec<(u8, usize, usize)>>) {
     let ledger = Arc::new(Ledger::default());
-    let rounds = if cfg!(miri) { 30 } else { 200_000 };
-    let pool: Arc<Vec<Mutex<Option<Gc<Node>>>>> =
-        Arc::new((0..16).map(|_| Mutex::new(None)).collect());
+    let pool = pool();
     let stop = Arc::new(AtomicBool::new(false));
     let collector = {
         let stop = stop.clone();
         thread::spawn(move || {
             let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) || n == 0 {
                 sync::collect();
                 n += 1;
                 thread::yield_now();
             }
-            n
         })
     };
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
+    let workers: Vec<_> = steps
+        .into_iter()
+        .map(|steps| {
             let (ledger, pool) = (ledger.clone(), pool.clone());
             thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
-                let mut mine: Vec<Gc<Node>> = Vec::new();
-                for _ in 0..rounds {
-                    match rng.below(8) {
-                        0 | 1 => mine.push(node(&ledger)),
-                        2 if !mine.is_empty() => {
-                            // A strong edge between two of mine (cycles too).
-                            let (a, b) = (rng.below(mine.len()), rng.below(mine.len()));
-                            let to = mine[b].clone();
-                            mine[a].edges.lock().unwrap().push(to);
-                        }
-                        3 if !mine.is_empty() => {
-                            // Walk an edge, keeping what it leads to.
-                            let a = rng.below(mine.len());
-                            mine[a].entry.check();
-                            let next = mine[a].edges.lock().unwrap().last().cloned();
-                            if let Some(n) = next {
-                                n.entry.check();
-                                mine.push(n);
-                            }
-                        }
-                        4 if !mine.is_empty() => {
-                            // Publish to, or take from, the shared pool.
-                            let slot = &pool[rng.below(pool.len())];
-                            let a = rng.below(mine.len());
-                            let old = slot.lock().unwrap().replace(mine.swap_remove(a));
-                            mine.extend(old);
-                        }
-                        5 if !mine.is_empty() => {
-                            // A weak back edge, and an upgrade of one.
-                            let (a, b) = (rng.below(mine.len()), rng.below(mine.len()));
-                            *mine[a].back.write().unwrap() = Some(Gc::downgrade(&mine[b]));
-                            let back = mine[b].back.read().unwrap().clone();
-                            if let Some(up) = back.and_then(|w| w.upgrade()) {
-                                up.entry.check();
-                                mine.push(up);
-                            }
-                        }
-                        6 if !mine.is_empty() => {
-                            // Cut an edge.
-                            let a = rng.below(mine.len());
-                            let cut = mine[a].edges.lock().unwrap().pop();
-                            drop(cut);
-                        }
-                        _ if !mine.is_empty() => {
-                            drop(mine.swap_remove(rng.below(mine.len())));
-                        }
-                        _ => {}
-                    }
-                    if mine.len() > 64 {
-                        mine.truncate(32);
-                    }
+                let mut mine = Vec::new();
+                for (kind, x, y) in steps {
+                    step(kind, x, y, &mut mine, &pool, &ledger);
                 }
             })
         })
@@ -200,13 +201,51 @@ fn threads_rewiring_a_shared_graph_while_collections_run() {
         w.join().unwrap();
     }
     stop.store(true, Ordering::SeqCst);
-    let collections = collector.join().unwrap();
-    assert!(collections > 0);
+    collector.join().unwrap();
     for slot in pool.iter() {
         slot.lock().unwrap().take();
     }
     collect_all(&ledger);
     assert!(ledger.dropped.lock().unwrap().iter().all(|&d| d));
+}
+
+/// A long stress: threads share a pool of nodes and keep re-wiring them
+/// (adding and removing strong edges, setting weak back edges, upgrading
+/// them, passing handles to each other through the shared pool) while
+/// another thread collects in a loop. No node may be read after its drop,
+/// none dropped twice, and all are dropped once the last handle is gone.
+#[test]
+fn threads_rewiring_a_shared_graph_while_collections_run() {
+    let rounds = if cfg!(miri) { 30 } else { 200_000 };
+    let steps = (0..THREADS as u64)
+        .map(|t| {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t + 1));
+            (0..rounds)
+                .map(|_| (rng.below(8) as u8, rng.below(64), rng.below(64)))
+                .collect()
+        })
+        .collect();
+    run_mutators(steps);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 64 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The drop-counter property across threads, on generated programs:
+    /// no node leaks, none is dropped twice or read after its drop.
+    #[test]
+    fn every_node_dropped_exactly_once_across_threads(
+        steps in prop::collection::vec(
+            prop::collection::vec((0..8u8, 0..64usize, 0..64usize), 0..if cfg!(miri) { 20 } else { 400 }),
+            THREADS,
+        )
+    ) {
+        run_mutators(steps);
+    }
 }
 
 /// Automatic collections start by themselves once enough candidates pile
