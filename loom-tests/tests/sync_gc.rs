@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use loom::sync::Mutex;
 use loom::thread;
-use strata_gc::sync::{self, Gc};
+use strata_gc::sync::{self, Gc, Weak};
 use strata_gc::{Finalize, Trace, Visitor};
 
 /// Counts drops of the nodes of one execution.
@@ -184,4 +184,91 @@ fn no_release_is_lost_between_push_and_hold() {
         sync::collect();
         assert_eq!(dropped(&c), 2, "the cycle leaked");
     });
+}
+
+/// Property: a weak handle is upgraded while another thread drops the last
+/// strong handle (no collection involved): the upgrade fails, or it wins
+/// and the value lives until the upgraded handle goes; dropped once.
+#[test]
+fn upgrade_racing_the_last_drop() {
+    loom_tests::model(|| {
+        let c = Arc::new(AtomicUsize::new(0));
+        let a = node(&c);
+        let w: Weak<Node> = Gc::downgrade(&a);
+        let dropper = thread::spawn(move || drop(a));
+        if let Some(a) = w.upgrade() {
+            assert_eq!(dropped(&c), 0, "an upgraded value lives");
+            assert!(a.next.lock().unwrap().is_none());
+        }
+        dropper.join().unwrap();
+        assert_eq!(dropped(&c), 1);
+        assert!(w.upgrade().is_none());
+    });
+}
+
+/// LOCAL REPLICA, FOR THIS DEMONSTRATION ONLY: the last-release protocol
+/// of `sync::Gc` (as of `Arc`) over loom's `UnsafeCell`, which loom tracks
+/// (the real value is behind raw pointers loom cannot see). Each of two
+/// handles writes its part of the value (as through a `Mutex` of its own)
+/// and gives up its reference; the last one reads both parts to drop the
+/// value. With the real orderings (Release decrement,
+/// Acquire fence before the drop) the model passes; with a Relaxed
+/// decrement and no fence, loom finds the drop reading a write it is not
+/// ordered after.
+mod last_release_replica {
+    use std::sync::atomic::Ordering::{self, Acquire, Relaxed, Release};
+
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{fence, AtomicUsize};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    struct Shared {
+        count: AtomicUsize,
+        parts: [UnsafeCell<usize>; 2],
+    }
+
+    // SAFETY: the value is written by a handle's owner and read by the last
+    // release; whether those are ordered is what the model checks.
+    unsafe impl Sync for Shared {}
+
+    fn release(s: &Shared, me: usize, decrement: Ordering, fence_before_drop: bool) {
+        // SAFETY: see `Sync` above.
+        s.parts[me].with_mut(|v| unsafe { *v = 1 });
+        if s.count.fetch_sub(1, decrement) == 1 {
+            if fence_before_drop {
+                fence(Acquire);
+            }
+            // The drop: reads what every handle wrote.
+            // SAFETY: see `Sync` above.
+            let sum: usize = s.parts.iter().map(|p| p.with(|v| unsafe { *v })).sum();
+            assert_eq!(sum, 2);
+        }
+    }
+
+    fn run(decrement: Ordering, fence_before_drop: bool) {
+        loom_tests::model(move || {
+            let s = Arc::new(Shared {
+                count: AtomicUsize::new(2),
+                parts: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            });
+            let other = {
+                let s = s.clone();
+                thread::spawn(move || release(&s, 1, decrement, fence_before_drop))
+            };
+            release(&s, 0, decrement, fence_before_drop);
+            other.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn with_release_and_acquire_the_drop_sees_every_write() {
+        run(Release, true);
+    }
+
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn with_relaxed_loom_finds_the_unordered_drop() {
+        run(Relaxed, false);
+    }
 }
