@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Loom model checks of strata-alloc's concurrent protocols (loom-tests/).
+# Loom model checks of the concurrent protocols of strata-alloc and of
+# strata_gc::sync (loom-tests/).
 #
-# The models call the real allocator code (src/loom_api.rs) built with
-# `--cfg loom`: sync.rs swaps in loom's atomics, os.rs a fake OS over
-# std::alloc::System, and the globals become per-execution. Debug
+# The models call the real code built with `--cfg loom`: for the allocator
+# (src/loom_api.rs) sync.rs swaps in loom's atomics, os.rs a fake OS over
+# std::alloc::System, and the globals become per-execution; for the sync
+# collector, gc/src/sync/shim.rs does the same. Debug
 # assertions and overflow checks stay on in the release build so that a
 # pool released twice or a free into a released pool (its `used` count
 # underflows) fails a model. Preemptions are bounded to keep the whole run

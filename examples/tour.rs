@@ -8,13 +8,13 @@
 //! a flamegraph and a pprof profile), `cycle.dot` (a Graphviz graph of a
 //! cycle) and `backrefs.svg` (what keeps the cycle alive, drawn without
 //! Graphviz). Section 6 also shows `#[strata_alloc::profile]`'s
-//! line-by-line tables.
+//! line-by-line tables; section 11 the thread-safe `strata_gc::sync`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use strata_alloc::profile::lines;
 use strata_alloc::profile::sampling::{self, Sampling, Weight};
 use strata_alloc::profile::{self, Counting, Snapshot};
 use strata_alloc::Strata;
-use strata_gc::{Finalize, Gc, Phase, Trace};
+use strata_gc::{sync, Finalize, Gc, Phase, Trace};
 
 #[global_allocator]
 static GLOBAL: Strata = Strata;
@@ -543,8 +543,86 @@ fn collector_tour(recorder: &Recorder) {
     gc_marks.remove();
 }
 
+/// A node of a graph that threads share: its links sit behind a `Mutex`.
+#[derive(Trace)]
+struct Peer {
+    id: usize,
+    links: Mutex<Vec<sync::Gc<Peer>>>,
+}
+
+fn peer(id: usize) -> sync::Gc<Peer> {
+    sync::Gc::new(Peer {
+        id,
+        links: Mutex::new(Vec::new()),
+    })
+}
+
+fn sync_tour(recorder: &Recorder) {
+    heading(
+        recorder,
+        "11. strata_gc::sync: two threads share a cyclic graph, collected while they run",
+    );
+    const RING: usize = 10_000;
+    let first = peer(0);
+    let mut last = first.clone();
+    for id in 1..RING {
+        let next = peer(id);
+        last.links.lock().unwrap().push(next.clone());
+        last = next;
+    }
+    last.links.lock().unwrap().push(first.clone());
+    drop(last);
+    let before = sync::stats();
+    let workers: Vec<_> = (0..2)
+        .map(|t| {
+            let mut at = first.clone();
+            thread::spawn(move || {
+                let mut chords = 0;
+                for step in 0..50_000 {
+                    let next = at.links.lock().unwrap()[0].clone();
+                    if step % 100 == t {
+                        // A chord from here back to where this walk is:
+                        // more cycles through the ring.
+                        next.links.lock().unwrap().push(at.clone());
+                        chords += 1;
+                    }
+                    if step % 10 == 0 {
+                        // A short-lived two-peer cycle, garbage at once.
+                        let (a, b) = (peer(usize::MAX), peer(usize::MAX));
+                        a.links.lock().unwrap().push(b.clone());
+                        b.links.lock().unwrap().push(a);
+                    }
+                    at = next;
+                }
+                chords
+            })
+        })
+        .collect();
+    let chords: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    // Waits for an automatic collection still running, then sweeps the rest.
+    let swept = sync::collect();
+    let during = sync::stats();
+    println!(
+        "  a ring of {RING} peers walked by 2 threads (cloning each link), {chords} chords added, 10 000 two-peer cycles dropped"
+    );
+    println!(
+        "  automatic collections on the collector's thread: {}, finding {} objects; collect() after them: {swept} more",
+        during.collections - before.collections - 1,
+        during.collected - before.collected - swept
+    );
+    println!("  the ring survived: we still hold peer #{}", first.id);
+    drop(first);
+    let found = sync::collect();
+    let after = sync::stats();
+    println!("  dropped the last handle: collect() -> {found} (the ring, with its chords)");
+    println!(
+        "  longest a mutator could wait on a lock the collector held: {:?}; on an upgrade: {:?}",
+        after.longest_lock_hold, after.longest_decision
+    );
+}
+
 fn plot_tour(mut recorder: Recorder) {
-    heading(&recorder, "11. memory over time: the tour as a plot");
+    heading(&recorder, "12. memory over time: the tour as a plot");
     recorder.stop();
     let samples = recorder.samples();
     let peak = recorder.peak().expect("the recorder sampled at its start");
@@ -575,5 +653,6 @@ fn main() {
     allocator_tour(&recorder);
     profile_tour(&recorder);
     collector_tour(&recorder);
+    sync_tour(&recorder);
     plot_tour(recorder);
 }
