@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::mem;
 use std::ptr::{self, NonNull};
 
-use super::shim::{fence, yield_now, AtomicPtr, AtomicU64, Ordering};
+use super::shim::{yield_now, AtomicPtr, AtomicU64, Ordering};
 use crate::header::Visitor;
 use crate::trace::Trace;
 
@@ -273,8 +273,12 @@ pub(crate) fn epoch_of(strong: u64) -> u64 {
 /// The caller owns the weak reference it gives up, and the value is dropped
 /// or moved out if this may be the last one.
 pub(crate) unsafe fn release_weak(h: NonNull<Header>) {
-    if header(h).weak.fetch_sub(1, Ordering::Release) == 1 {
-        fence(Ordering::Acquire);
+    let weak = &header(h).weak;
+    if weak.fetch_sub(1, Ordering::Release) == 1 {
+        // Acquire: pairs with the Release decrements of the other weak
+        // references (a load rather than a fence, which ThreadSanitizer
+        // does not model; `Arc` does the same under it).
+        weak.load(Ordering::Acquire);
         // SAFETY: the weak word is zero: no handle, no hold and not the
         // candidate stack refer to the box, and the value is gone.
         unsafe { (header(h).vtable.dealloc)(h) }
@@ -290,11 +294,11 @@ pub(crate) unsafe fn release_weak(h: NonNull<Header>) {
 ///
 /// # Safety
 ///
-/// The caller's decrement made the count zero.
+/// The caller's decrement made the count zero. It was a read-modify-write
+/// with [`STRONG`] ordering, whose Acquire half pairs with the Release
+/// decrements of the other handles: their uses of the value happen before
+/// its drop.
 pub(crate) unsafe fn release_last(h: NonNull<Header>, old: u64) {
-    // Acquire: pairs with the Release decrements of the other handles, so
-    // their uses of the value happen before its drop.
-    fence(Ordering::Acquire);
     if old & DROPPED != 0 {
         // SAFETY: the collector dropped the value; the strong references'
         // weak reference is ours to give up.

@@ -33,9 +33,11 @@
 //! # What the collector does
 //!
 //! A cycle becomes garbage only when a handle into it is dropped and
-//! others remain, so a drop that leaves the count above zero makes the box
-//! a *candidate* (Bacon and Rajan's possible roots; a lock-free stack, a
-//! box at most once). A collection — when [`threshold`] candidates have
+//! others remain (in safe code, moving the last outside handle into the
+//! cycle needs another handle to borrow through, which is then dropped),
+//! so a drop that leaves the count above zero makes the box a *candidate*
+//! (Bacon and Rajan's possible roots; a lock-free stack, a box at most
+//! once). A collection — when [`threshold`] candidates have
 //! piled up, on a background thread the collector starts for itself, or
 //! when [`collect`] is called — looks at the subgraph the candidates reach
 //! and runs CPython's trial deletion on it: an object whose strong count is
@@ -54,6 +56,20 @@
 //! it, CPython's rule) looks at them again. The cost of an automatic
 //! collection is then that of the young part of the graph, however many
 //! long-lived objects there are.
+//!
+//! # Why no garbage cycle is missed
+//!
+//! A collection takes a box off the candidate list only when it has shown
+//! the box alive (a later drop makes it a candidate again) or freed it.
+//! Three cases are not shown alive and stay candidates: a box whose lock
+//! was taken during the scan (its edges are unknown), one whose `trace`
+//! panicked, and one that a young collection kept because it reaches an
+//! old box it left out (the old part may close a cycle through it; it
+//! waits for the next full collection). The candidate bit lives in the
+//! strong word: a drop sets it in the same compare-exchange that gives up
+//! its reference, and the collector clears it in the compare-exchange that
+//! holds the box, so a drop either lands before the hold (and the
+//! collector counts it) or makes the box a candidate again.
 //!
 //! # Why it is sound while threads keep running
 //!

@@ -365,9 +365,17 @@ fn a_young_cycle_closed_through_an_old_object_is_found_by_the_next_full_collecti
     *x.next.lock().unwrap() = Some(y); // moved: y is still no candidate
     drop(x); // x, young, is the only candidate of the cycle x <-> y
     super::collect::collect(super::collect::Trigger::Automatic);
-    assert_eq!(dropped(&c), 0, "a young collection leaves y out, so x looks referenced");
+    assert_eq!(
+        dropped(&c),
+        0,
+        "a young collection leaves y out, so x looks referenced"
+    );
     collect();
-    assert_eq!(dropped(&c), 2, "x waited, a candidate, for the full collection");
+    assert_eq!(
+        dropped(&c),
+        2,
+        "x waited, a candidate, for the full collection"
+    );
 }
 
 #[test]
