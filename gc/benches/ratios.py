@@ -12,6 +12,12 @@ directory to compare allocators, e.g.
 `CRITERION_HOME=$CARGO_TARGET_DIR/criterion-strata cargo bench -p strata-gc
 --bench gc_on_strata` and then `ratios.py $CARGO_TARGET_DIR/criterion-strata`.
 The peak-RSS rows are printed by the bench itself.
+
+The sync groups of `benches/sync.rs` (issue 19) follow, when present: each
+crate's median over `arc` (`arc_weak_back/<threads>` for the cycles, per
+thread count), and each crate over the best peer of the same row
+(`dumpster`, `gcmodule`). Their peak-RSS and pause rows are printed by that
+bench.
 """
 
 import json
@@ -29,6 +35,8 @@ SHAPES = (
 )
 BASELINES = ("rc_refcell", "rc_weak_back")
 ORDER = BASELINES + ("strata_gc", "rust_cc", "dumpster", "bacon_rajan_cc", "gc")
+SYNC_ORDER = ("arc", "arc_weak_back", "strata_gc", "dumpster", "gcmodule")
+SYNC_PEERS = ("dumpster", "gcmodule")
 
 
 def order(ident):
@@ -82,6 +90,31 @@ def main():
             olds = max(by_old)
             ratio = f"{many / none:6.2f} (old {olds} / none)" if none and olds else ""
             print(f"  {crate:<16} none {fmt(none)}  old {fmt(many)}  {ratio}")
+    sync_groups(rows)
+
+
+def sync_groups(rows):
+    """`sync_tree_shared_walk` and `sync_cycles_threads/<crate>/<threads>`."""
+    for group in ("sync_tree_shared_walk", "sync_cycles_threads"):
+        if group not in rows:
+            continue
+        by_threads = defaultdict(dict)  # threads ("" for none) -> crate -> ns
+        for ident, ns in rows[group].items():
+            crate, _, threads = ident.partition("/")
+            by_threads[threads][crate] = ns
+        print(group)
+        for threads, crates in sorted(by_threads.items(), key=lambda kv: int(kv[0] or 0)):
+            base = crates.get("arc") or crates.get("arc_weak_back")
+            peers = [crates[p] for p in SYNC_PEERS if p in crates]
+            best = min(peers) if peers else None
+            for crate, ns in sorted(
+                crates.items(),
+                key=lambda kv: SYNC_ORDER.index(kv[0]) if kv[0] in SYNC_ORDER else 99,
+            ):
+                ident = f"{crate}/{threads}" if threads else crate
+                ratio = f"{ns / base:6.2f}x arc" if base else ""
+                peer = f"  {ns / best:6.2f}x best peer" if best and crate == "strata_gc" else ""
+                print(f"  {ident:<20} {fmt(ns)}  {ratio}{peer}")
 
 
 if __name__ == "__main__":
