@@ -29,17 +29,23 @@ fi
 # shadow and meta maps make RSS meaningless, so it is skipped under both.
 SKIP_COMMON=(--skip rss_follows_the_live_heap_after_a_multithreaded_free)
 
+# instrumented NAME FLAG CARGO-TEST-ARGS...: one instrumented test run.
+instrumented() {
+  local name=$1 flag=$2
+  shift 2
+  # Separate target dirs keep both instrumented builds cached.
+  CARGO_TARGET_DIR="$BASE_TARGET_DIR/$name" \
+  RUSTFLAGS="-Zsanitizer=$flag ${RUSTFLAGS:-}" \
+  RUSTDOCFLAGS="-Zsanitizer=$flag ${RUSTDOCFLAGS:-}" \
+    cargo +nightly test -Zbuild-std --target "$TARGET" --no-fail-fast "$@"
+}
+
 run() {
   local name=$1 flag=$2
   shift 2
   printf '\n==> strata-alloc tests under %s\n' "$name"
   local start=$SECONDS
-  # Separate target dirs keep both instrumented builds cached.
-  CARGO_TARGET_DIR="$BASE_TARGET_DIR/$name" \
-  RUSTFLAGS="-Zsanitizer=$flag ${RUSTFLAGS:-}" \
-  RUSTDOCFLAGS="-Zsanitizer=$flag ${RUSTDOCFLAGS:-}" \
-    cargo +nightly test -Zbuild-std --target "$TARGET" --no-fail-fast \
-      -p strata-alloc --tests -- "${SKIP_COMMON[@]}" "$@"
+  instrumented "$name" "$flag" -p strata-alloc --tests -- "${SKIP_COMMON[@]}" "$@"
   printf '==> %s: passed in %ss\n' "$name" $((SECONDS - start))
 }
 
@@ -61,6 +67,11 @@ tsan() {
   # halt_on_error=1: the first race fails the run with its report.
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:${TSAN_OPTIONS:-}" \
     run tsan thread --skip child_of_a_busy_multithreaded_parent_can_allocate
+  # strata_gc::sync: threads cloning, dropping, upgrading and re-wiring a
+  # shared graph while collections run (gc/tests/sync.rs, ~90 s).
+  printf '\n==> strata_gc::sync stress under tsan\n'
+  TSAN_OPTIONS="halt_on_error=1:${TSAN_OPTIONS:-}" \
+    instrumented tsan thread -p strata-gc --test sync
 }
 
 if [ $# -eq 0 ]; then
