@@ -145,70 +145,47 @@ unsafe impl<T: ?Sized + Trace> Trace for RefCell<T> {
     }
 }
 
-impl<T: ?Sized> Finalize for Mutex<T> {
-    const NEEDS_FINALIZE: bool = false;
-}
-// SAFETY: traces the owned value through a guard. If another thread holds
-// the lock, the value is reported locked out (the collector keeps it and
-// everything it may own alive). The guard goes to the visitor, which keeps
-// it while the sync collector needs the value unchanged (see
-// `Visitor::keep_locked`). A poisoned mutex is traced all the same: its
-// value is intact as far as its `Gc`s go.
-unsafe impl<T: ?Sized + Trace> Trace for Mutex<T> {
-    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
-    fn trace(&self, visitor: &mut Visitor) {
-        let guard = match self.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
-        };
-        guard.trace(visitor);
-        // SAFETY: the guard borrows `self`, the value being traced.
-        unsafe { visitor.keep_locked(guard) }
-    }
-}
-
-/// The loom models of `strata_gc::sync` (loom-tests/) build graphs with
-/// loom's mutex, whose waits loom can see; traced as `Mutex` is.
-#[cfg(loom)]
-impl<T> Finalize for loom::sync::Mutex<T> {
-    const NEEDS_FINALIZE: bool = false;
-}
-// SAFETY: as for `Mutex`.
-#[cfg(loom)]
-unsafe impl<T: Trace> Trace for loom::sync::Mutex<T> {
-    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
-    fn trace(&self, visitor: &mut Visitor) {
-        let guard = match self.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
-        };
-        guard.trace(visitor);
-        // SAFETY: the guard borrows `self`, the value being traced.
-        unsafe { visitor.keep_locked(guard) }
-    }
+/// `Trace` for a lock type: try-lock with `$try`, trace through the guard,
+/// hand the guard to the visitor, which keeps it while the sync collector
+/// needs the value unchanged (see `Visitor::keep_locked`). If another
+/// thread holds the lock, the value is reported locked out (the collector
+/// keeps it and everything it may own alive). A poisoned lock is traced all
+/// the same: its value is intact as far as its `Gc`s go.
+macro_rules! trace_through_lock {
+    ($($(#[$attr:meta])* $($lock:ident)::+ => $try:ident;)*) => {$(
+        $(#[$attr])*
+        impl<T> Finalize for $($lock)::+<T> {
+            const NEEDS_FINALIZE: bool = false;
+        }
+        $(#[$attr])*
+        // SAFETY: reports the `Gc`s of the owned value, read through a guard
+        // the collector keeps until it no longer needs them in place, or
+        // reports that they could not be read.
+        unsafe impl<T: Trace> Trace for $($lock)::+<T> {
+            const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
+            const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
+            fn trace(&self, visitor: &mut Visitor) {
+                let guard = match self.$try() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => return visitor.locked_out(),
+                };
+                guard.trace(visitor);
+                // SAFETY: the guard borrows `self`, the value being traced.
+                unsafe { visitor.keep_locked(guard) }
+            }
+        }
+    )*};
 }
 
-impl<T: ?Sized> Finalize for RwLock<T> {
-    const NEEDS_FINALIZE: bool = false;
-}
-// SAFETY: as for `Mutex`, with a read guard (other readers go on).
-unsafe impl<T: ?Sized + Trace> Trace for RwLock<T> {
-    const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    const INTERIOR_MUTABLE: bool = T::MAY_CONTAIN_GC;
-    fn trace(&self, visitor: &mut Visitor) {
-        let guard = match self.try_read() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return visitor.locked_out(),
-        };
-        guard.trace(visitor);
-        // SAFETY: the guard borrows `self`, the value being traced.
-        unsafe { visitor.keep_locked(guard) }
-    }
+trace_through_lock! {
+    Mutex => try_lock;
+    // A read guard: other readers go on.
+    RwLock => try_read;
+    /// The loom models of `strata_gc::sync` (loom-tests/) build graphs with
+    /// loom's mutex, whose waits loom can see.
+    #[cfg(loom)]
+    loom::sync::Mutex => try_lock;
 }
 
 impl<T> Finalize for OnceLock<T> {
