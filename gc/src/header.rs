@@ -43,7 +43,7 @@
 use std::alloc::Layout;
 use std::any::TypeId;
 use std::cell::Cell;
-use std::mem;
+use std::mem::{self, MaybeUninit};
 
 // ---------------------------------------------------------------------------
 // The counts word and the flags of `prev`
@@ -422,10 +422,14 @@ pub(crate) trait SyncSink {
     fn locked_out(&mut self);
 }
 
-/// A type-erased lock guard kept by the sync collector's scan.
+/// A type-erased lock guard kept by the sync collector's scan: stored in
+/// place when it fits three words (the guards of `std`'s locks take two),
+/// boxed otherwise, so that a scan does not allocate per lock it keeps.
 pub(crate) struct HeldGuard {
-    ptr: *mut (),
-    drop: unsafe fn(*mut ()),
+    inline: MaybeUninit<[usize; 3]>,
+    /// Drops the guard: in `inline`, or boxed behind the pointer stored
+    /// there.
+    drop: unsafe fn(*mut MaybeUninit<[usize; 3]>),
 }
 
 impl HeldGuard {
@@ -435,22 +439,37 @@ impl HeldGuard {
     ///
     /// Whatever `guard` borrows outlives the `HeldGuard`.
     unsafe fn new<G>(guard: G) -> HeldGuard {
-        unsafe fn drop_boxed<G>(p: *mut ()) {
-            // SAFETY: `p` came from `Box::<G>::into_raw` in `new`.
-            drop(unsafe { Box::from_raw(p.cast::<G>()) })
+        unsafe fn drop_inline<G>(p: *mut MaybeUninit<[usize; 3]>) {
+            // SAFETY: `new` wrote a `G` at `p` (it fits and is aligned).
+            unsafe { std::ptr::drop_in_place(p.cast::<G>()) }
         }
-        HeldGuard {
-            ptr: Box::into_raw(Box::new(guard)).cast(),
-            drop: drop_boxed::<G>,
+        unsafe fn drop_boxed<G>(p: *mut MaybeUninit<[usize; 3]>) {
+            // SAFETY: `new` wrote the `Box::<G>::into_raw` pointer at `p`.
+            drop(unsafe { Box::from_raw(p.cast::<*mut G>().read()) })
         }
+        let mut held = HeldGuard {
+            inline: MaybeUninit::uninit(),
+            drop: drop_inline::<G>,
+        };
+        let at = held.inline.as_mut_ptr();
+        if size_of::<G>() <= size_of::<[usize; 3]>() && align_of::<G>() <= align_of::<usize>() {
+            // SAFETY: `G` fits the buffer and its alignment; moving a guard
+            // is allowed (a guard does not point into itself).
+            unsafe { at.cast::<G>().write(guard) }
+        } else {
+            held.drop = drop_boxed::<G>;
+            // SAFETY: a pointer fits the buffer.
+            unsafe { at.cast::<*mut G>().write(Box::into_raw(Box::new(guard))) }
+        }
+        held
     }
 }
 
 impl Drop for HeldGuard {
     fn drop(&mut self) {
-        // SAFETY: `ptr` is the boxed guard of `new`, dropped once, while what
-        // it borrows is alive (`new`'s contract).
-        unsafe { (self.drop)(self.ptr) }
+        // SAFETY: `drop` matches what `new` stored, dropped once, while what
+        // the guard borrows is alive (`new`'s contract).
+        unsafe { (self.drop)(&mut self.inline) }
     }
 }
 

@@ -68,14 +68,15 @@ mod background {
 use super::control;
 
 /// A drop made a candidate; `pushed` candidates are waiting. Rings the
-/// collector thread each time they reach a multiple of the threshold (0
-/// turns automatic collections off, as in CPython). None under loom and
+/// collector thread each time they reach a multiple of the trigger (the
+/// threshold, or more after a collection that found much alive: see
+/// `control::trigger`). None under loom and
 /// Miri, whose runs collect explicitly (and must end with no thread
 /// running).
 #[inline]
 pub(crate) fn candidate_pushed(pushed: usize) {
-    let threshold = control::threshold();
-    if threshold != 0 && pushed % threshold == 0 && control::is_enabled() {
+    let trigger = control::trigger();
+    if trigger != 0 && pushed % trigger == 0 && control::is_enabled() {
         #[cfg(not(any(loom, miri)))]
         background::ring();
     }

@@ -115,19 +115,28 @@ pub(crate) fn link(h: NonNull<Header>) -> usize {
 }
 
 /// Take every candidate off the stack (the collector only). Each keeps its
-/// `CANDIDATE` bit and the stack's weak reference, which the caller now
-/// owns.
-pub(crate) fn take_all() -> Vec<NonNull<Header>> {
+/// `CANDIDATE` bit and the stack's weak reference, which the caller owns
+/// once the iterator has yielded the box (its link is read first, so the
+/// caller may free it).
+pub(crate) fn take_all() -> Taken {
     CANDIDATES.pushed.store(0, Ordering::Relaxed);
     // Acquire: pairs with the pushes' Release, so their `next` links are
     // visible.
-    let mut p = CANDIDATES.head.swap(ptr::null_mut(), Ordering::Acquire);
-    let mut all = Vec::new();
-    while let Some(h) = NonNull::new(p) {
-        p = header(h).next.load(Ordering::Relaxed);
-        all.push(h);
+    Taken(CANDIDATES.head.swap(ptr::null_mut(), Ordering::Acquire))
+}
+
+/// The candidates [`take_all`] took, walked in one pass with their
+/// adoption (each header is touched while it is in cache).
+pub(crate) struct Taken(*mut Header);
+
+impl Iterator for Taken {
+    type Item = NonNull<Header>;
+
+    fn next(&mut self) -> Option<NonNull<Header>> {
+        let h = NonNull::new(self.0)?;
+        self.0 = header(h).next.load(Ordering::Relaxed);
+        Some(h)
     }
-    all
 }
 
 /// Candidates pushed since the last collection (`sync::count`).

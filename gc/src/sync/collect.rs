@@ -111,6 +111,7 @@ pub(crate) fn collect(trigger: Trigger) -> usize {
     let collected = collect_once(&mut gens, full, &mut stats, &mut panics);
     stats.collected = collected;
     stats.duration = start.elapsed();
+    control::set_survivors(stats.scanned - collected);
     drop(gens);
     control::record(&stats);
     let info = CallbackInfo { collected, ..info };
@@ -166,6 +167,8 @@ const UNKNOWN: u8 = 4;
 /// part may close a cycle through it, so it waits, a candidate, for the
 /// next full collection.
 const REACHES_OLD: u8 = 8;
+/// Already claimed (`NO_UPGRADE`) when a re-scan decides it again.
+const CLAIMED: u8 = 16;
 
 /// The subgraph one collection looks at: the boxes it holds (each with a
 /// strong reference and `COLLECTING`), the edges its trace found between
@@ -416,6 +419,9 @@ impl Scan {
             if old & DIRTY != 0 || old & COUNT != self.counts[i] {
                 changed.push(i);
             }
+            if old & NO_UPGRADE != 0 {
+                self.marks[i] |= CLAIMED;
+            }
         }
         if !changed.is_empty() {
             self.mark_from(Some(&changed));
@@ -428,10 +434,15 @@ impl Scan {
         }
         for &i in &garbage {
             let strong = &header(self.objects[i]).strong;
-            strong.fetch_or(NO_UPGRADE, STRONG);
-            // An upgrade that waited sees `NO_UPGRADE` once `SEALING` is
-            // gone.
-            strong.fetch_and(!SEALING, STRONG);
+            // Claim and unseal in one step: an upgrade that waited sees
+            // `NO_UPGRADE` as `SEALING` goes. With `SEALING` set and
+            // `NO_UPGRADE` clear, adding their difference carries the one
+            // bit into the other.
+            if self.marks[i] & CLAIMED == 0 {
+                strong.fetch_add(NO_UPGRADE - SEALING, STRONG);
+            } else {
+                strong.fetch_and(!SEALING, STRONG);
+            }
         }
         garbage
     }

@@ -39,6 +39,8 @@ type SyncCallback = Arc<dyn Fn(Phase, &CallbackInfo) + Send + Sync>;
 pub(crate) struct Control {
     enabled: AtomicBool,
     threshold: AtomicUsize,
+    /// Objects the last collection scanned and kept alive.
+    survivors: AtomicUsize,
     stats: Mutex<Stats>,
     callbacks: Mutex<Vec<(u64, SyncCallback)>>,
     next_callback: AtomicU64,
@@ -48,6 +50,7 @@ global! {
     static CONTROL: Control = Control {
         enabled: AtomicBool::new(true),
         threshold: AtomicUsize::new(DEFAULT_THRESHOLD),
+        survivors: AtomicUsize::new(0),
         stats: Mutex::new(Stats {
             collections: 0,
             full_collections: 0,
@@ -76,6 +79,25 @@ pub(crate) fn threshold() -> usize {
 
 pub(crate) fn set_threshold(t: usize) {
     CONTROL.threshold.store(t, Ordering::Relaxed);
+}
+
+/// Candidates that trigger the next automatic collection: the threshold,
+/// or as many as the objects the last collection scanned and found alive
+/// if that is more (0 if automatic collections are off). A program whose
+/// candidates mostly lead into live data (a shared tree walked by cloning
+/// handles) then pays each collection with as many pushes as it scans,
+/// which bounds the collector's share of the work; one that makes garbage
+/// keeps the threshold.
+pub(crate) fn trigger() -> usize {
+    match threshold() {
+        0 => 0,
+        t => t.max(CONTROL.survivors.load(Ordering::Relaxed)),
+    }
+}
+
+/// Record what the last collection kept alive, for [`trigger`].
+pub(crate) fn set_survivors(n: usize) {
+    CONTROL.survivors.store(n, Ordering::Relaxed);
 }
 
 pub(crate) fn stats() -> Stats {

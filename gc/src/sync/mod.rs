@@ -175,7 +175,11 @@ pub fn count() -> usize {
     buffer::pending()
 }
 
-/// Candidates that trigger an automatic collection (default 1000).
+/// Candidates that trigger an automatic collection (default 1000). After
+/// a collection that scanned more live objects than that, the next one
+/// waits for as many candidates as it found alive, so that walking a large
+/// live graph (each clone-and-drop makes a candidate) does not rescan it
+/// every `threshold` steps.
 pub fn threshold() -> usize {
     control::threshold()
 }
