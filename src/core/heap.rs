@@ -374,7 +374,7 @@ impl Heap {
                 }
                 // SAFETY: blocks on our own lists are free blocks of the
                 // pool, linked through their first word.
-                block = unsafe { (*block).next };
+                block = unsafe { pool.next_free(block) };
             }
             crate::core::diag::abort_with_pointer(
                 b"free list corrupted (a double free went unseen) in the pool of ",
