@@ -149,6 +149,34 @@ fn huge_purge_delay_is_clamped() {
     }
 }
 
+/// Blocks of a fresh pool come in address order, except at secure level 2
+/// (with the `secure` feature), which links each carve in a random order.
+#[test]
+fn fresh_blocks_are_shuffled_at_level_2_only() {
+    let mut levels = vec![(None, true)];
+    if cfg!(feature = "secure") {
+        levels.extend([(Some("0"), true), (Some("1"), true), (Some("2"), false)]);
+    }
+    for (level, in_order) in levels {
+        let env: Vec<(&str, &str)> = level.iter().map(|l| ("STRATA_SECURE", *l)).collect();
+        let Some(out) = run(&["order"], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        assert_ok(&out, "order");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let neighbours: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("neighbours "))
+            .and_then(|n| n.parse().ok())
+            .expect("the program counted neighbours");
+        if in_order {
+            assert_eq!(neighbours, 63, "{level:?}: {stdout}");
+        } else {
+            assert!(neighbours < 16, "{level:?}: {neighbours} of 63 in order");
+        }
+    }
+}
+
 /// `STRATA_SECURE` gets one warning line when malformed (with the `secure`
 /// feature) or when set without the feature, and the program runs on.
 #[test]

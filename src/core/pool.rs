@@ -139,6 +139,8 @@ pub(crate) const TYPED_CLASS: u32 = u32::MAX;
 /// Carve at most this many bytes of fresh blocks at a time: keeps the
 /// first allocation in a pool from touching all of its pages.
 const CARVE_BYTES: usize = 4096;
+/// The most blocks one carve makes (`TypedPool` blocks may be 8 bytes).
+const MAX_CARVED: usize = CARVE_BYTES / 8;
 
 /// Metadata of one pool, stored in its arena's header. The first cache
 /// line holds what the owner touches on every allocation and free; the
@@ -397,17 +399,46 @@ impl Pool {
         // memory and have never been handed out.
         unsafe {
             let first = self.start.add(reserved as usize * size);
-            for i in 0..count - 1 {
-                let block = first.add(i * size).cast::<Block>();
-                set_link(block, first.add((i + 1) * size).cast());
+            if secure::shuffles() && count > 1 {
+                self.link_shuffled(first, size, count);
+            } else {
+                for i in 0..count - 1 {
+                    let block = first.add(i * size).cast::<Block>();
+                    set_link(block, first.add((i + 1) * size).cast());
+                }
+                set_link(first.add((count - 1) * size).cast(), ptr::null_mut());
+                self.free.set(first.cast());
             }
-            set_link(first.add((count - 1) * size).cast(), ptr::null_mut());
-            self.free.set(first.cast());
         }
         // Single writer (the owner); stats read it.
         self.reserved
             .store(reserved + count as u32, Ordering::Relaxed);
         true
+    }
+
+    /// [`Pool::carve`] at secure level 2: links the `count` fresh blocks of
+    /// `size` bytes from `first` onto `free` in a random order.
+    ///
+    /// # Safety
+    /// As in [`Pool::carve`]: the blocks are fresh, inside the pool.
+    #[cold]
+    unsafe fn link_shuffled(&self, first: *mut u8, size: usize, count: usize) {
+        let mut order = [0u16; MAX_CARVED];
+        let order = &mut order[..count];
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i as u16;
+        }
+        secure::shuffle(order, secure::seed_for(first.addr()));
+        let block = |i: u16| first.wrapping_add(i as usize * size).cast::<Block>();
+        // SAFETY: every block of `order` is fresh and inside the pool
+        // (caller).
+        unsafe {
+            for pair in order.windows(2) {
+                set_link(block(pair[0]), block(pair[1]));
+            }
+            set_link(block(order[count - 1]), ptr::null_mut());
+        }
+        self.free.set(block(order[0]));
     }
 
     /// Whether `p`, a pointer into this pool's slots, is at a multiple of
@@ -597,6 +628,31 @@ mod tests {
                 set_link(a, ptr::null_mut());
                 assert!(pool.next_free(a).is_null());
             }
+        });
+    }
+
+    /// A shuffled carve (secure level 2) links every fresh block once, in
+    /// another order than the addresses', and pops them all.
+    #[test]
+    fn shuffled_carves_hand_out_every_block_once() {
+        with_pool(class_index(48), |pool| {
+            let count = CARVE_BYTES / 48;
+            // As `carve` does, but always shuffled.
+            // SAFETY: the first `count` blocks are fresh, inside the pool.
+            unsafe { pool.link_shuffled(pool.start, 48, count) };
+            pool.reserved.store(count as u32, Ordering::Relaxed);
+            let mut popped = Vec::new();
+            loop {
+                let b = pool.pop();
+                if b.is_null() {
+                    break;
+                }
+                popped.push((b.addr() - pool.start.addr()) / 48);
+            }
+            let in_order = popped.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            assert!(in_order < count / 4, "{in_order} of {count} in order");
+            popped.sort_unstable();
+            assert_eq!(popped, (0..count).collect::<Vec<_>>());
         });
     }
 

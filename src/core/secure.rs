@@ -10,7 +10,10 @@
 //! follow it, naming the pool and the link, instead of handing out memory
 //! the attacker chose (mimalloc's `MI_SECURE` encodes its links the same
 //! way). `STRATA_SECURE` picks the level at run time: 0 (links plain and
-//! unchecked), 1 (the default with the feature), 2 (as 1). Without the
+//! unchecked), 1 (the default with the feature), 2 (as 1, and the blocks
+//! carved from a pool are linked in a random order, [`shuffle`], so that
+//! where the next block comes from cannot be guessed from the last one,
+//! as mimalloc's secure mode does). Without the
 //! feature all of it compiles away ([`COMPILED`]) and the variable is
 //! ignored with a warning.
 //!
@@ -100,6 +103,30 @@ pub(crate) fn key() -> Key {
     Key {
         add: KEY_ADD.load(Ordering::Relaxed),
         xor: KEY_XOR.load(Ordering::Relaxed),
+    }
+}
+
+/// Whether fresh blocks are handed out in a random order (level 2).
+/// [`ensure`] has run (as for [`key`]).
+#[inline]
+pub(crate) fn shuffles() -> bool {
+    COMPILED && LEVEL.load(Ordering::Relaxed) >= 2
+}
+
+/// A seed for [`shuffle`] of the blocks carved at `addr`: differs between
+/// processes (the key) and between carves (the address).
+pub(crate) fn seed_for(addr: usize) -> u64 {
+    mix(KEY_XOR.load(Ordering::Relaxed) as u64 ^ addr as u64)
+}
+
+/// Puts `order` in a random order drawn from `seed` (Fisher-Yates over
+/// splitmix64; the carve of a pool is at most a few hundred blocks).
+pub(crate) fn shuffle(order: &mut [u16], seed: u64) {
+    let mut state = seed;
+    for i in (1..order.len()).rev() {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let j = (mix(state) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
     }
 }
 
@@ -207,6 +234,29 @@ mod tests {
         let key = Key::from_words(mix(3), mix(4));
         assert_ne!(key.encode(0x7f00_0000_1000), 0x7f00_0000_1000);
         assert_ne!(key.encode(0), 0, "null is encoded too");
+    }
+
+    #[test]
+    fn shuffles_are_permutations_that_differ_by_seed() {
+        let identity: Vec<u16> = (0..256).collect();
+        let mut orders = Vec::new();
+        for seed in [1u64, 2, 3] {
+            let mut order = identity.clone();
+            shuffle(&mut order, seed);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, identity, "a permutation");
+            let in_place = order.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            assert!(in_place < 16, "{in_place} neighbours kept");
+            orders.push(order);
+        }
+        assert!(orders[0] != orders[1] && orders[1] != orders[2]);
+        let mut again = identity.clone();
+        shuffle(&mut again, 1);
+        assert_eq!(again, orders[0], "the same seed, the same order");
+        let mut one = [0u16];
+        shuffle(&mut one, 5);
+        assert_eq!(one, [0]);
     }
 
     #[test]

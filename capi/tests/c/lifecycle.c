@@ -24,6 +24,8 @@
  *                (a write after free), then mallocs until the allocator
  *                takes the block again, after printing "expect " and the
  *                abort line the secure level must give (must abort there)
+ *   order        mallocs 64 blocks of 40 bytes from a fresh pool and prints
+ *                "neighbours N": how many came right after the one before
  *   stress       four threads malloc, calloc, realloc and free blocks of
  *                many sizes, freeing each other's, filled with words that
  *                look like free-list links (must not abort)
@@ -164,6 +166,17 @@ static void overwrite_link(void) {
     printf("overwrite-link returned\n");
 }
 
+/* The order mode (see the mode list). */
+static void order(void) {
+    printf("order\n"); /* stdout's buffer first: not one of the 64 */
+    char *blocks[64];
+    for (int i = 0; i < 64; i++) blocks[i] = malloc(40);
+    int neighbours = 0;
+    for (int i = 1; i < 64; i++) neighbours += blocks[i] == blocks[i - 1] + 48;
+    printf("neighbours %d\n", neighbours);
+    for (int i = 0; i < 64; i++) free(blocks[i]);
+}
+
 /* Blocks handed between the stress threads. */
 static void *exchanged[4][512];
 
@@ -280,6 +293,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "misuse") == 0 && argc > 2) {
         misuse(argv[2]);
         return 0;
+    } else if (strcmp(mode, "order") == 0) {
+        order();
     } else if (strcmp(mode, "overwrite-link") == 0) {
         overwrite_link();
         return 0;
