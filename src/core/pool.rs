@@ -181,6 +181,10 @@ pub(crate) struct Pool {
     /// ([`Pool::is_block_offset`]); 0 in a record no pool was made in,
     /// which then takes no pointer.
     pub div_magic: u64,
+    /// `reserved * block_size`, kept beside it by `carve` so that the
+    /// secure level's check of a link ([`Pool::is_free_link`]) bounds it
+    /// with one load.
+    carved_bytes: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= SLOT_META_SIZE);
@@ -216,6 +220,7 @@ impl Pool {
                 prev: Cell::new(ptr::null_mut()),
                 hot: Cell::new(false),
                 div_magic: div_magic(CLASS_SIZES[class]),
+                carved_bytes: AtomicU32::new(0),
             });
         }
         pool
@@ -305,7 +310,7 @@ impl Pool {
             return true;
         }
         let offset = next.addr().wrapping_sub(self.start.addr());
-        let carved = self.reserved.load(Ordering::Relaxed) as usize * self.block_size as usize;
+        let carved = self.carved_bytes.load(Ordering::Relaxed) as usize;
         offset < carved && is_multiple(offset as u64, self.div_magic)
     }
 
@@ -413,6 +418,10 @@ impl Pool {
         // Single writer (the owner); stats read it.
         self.reserved
             .store(reserved + count as u32, Ordering::Relaxed);
+        self.carved_bytes.store(
+            (reserved as usize + count) as u32 * self.block_size,
+            Ordering::Relaxed,
+        );
         true
     }
 
@@ -641,6 +650,8 @@ mod tests {
             // SAFETY: the first `count` blocks are fresh, inside the pool.
             unsafe { pool.link_shuffled(pool.start, 48, count) };
             pool.reserved.store(count as u32, Ordering::Relaxed);
+            pool.carved_bytes
+                .store(count as u32 * 48, Ordering::Relaxed);
             let mut popped = Vec::new();
             loop {
                 let b = pool.pop();

@@ -44,10 +44,10 @@ const SET: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(UNSET);
 static LEVEL: AtomicU8 = AtomicU8::new(0);
-/// The two words of the key (0 and 0 at level 0: links plain). The first
-/// is odd at level 1 and up, so [`checking`] can tell.
-static KEY_ADD: AtomicUsize = AtomicUsize::new(0);
-static KEY_XOR: AtomicUsize = AtomicUsize::new(0);
+/// The two words of the key, `add` then `xor` (0 and 0 at level 0: links
+/// plain). `add` is odd at level 1 and up, so [`Key::checking`] can tell.
+/// One static, so a pop finds both through one address.
+static KEY: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 /// The link key: `(add, xor)`, both 0 when links are plain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +101,8 @@ pub(crate) fn key() -> Key {
         return Key::PLAIN;
     }
     Key {
-        add: KEY_ADD.load(Ordering::Relaxed),
-        xor: KEY_XOR.load(Ordering::Relaxed),
+        add: KEY[0].load(Ordering::Relaxed),
+        xor: KEY[1].load(Ordering::Relaxed),
     }
 }
 
@@ -116,7 +116,7 @@ pub(crate) fn shuffles() -> bool {
 /// A seed for [`shuffle`] of the blocks carved at `addr`: differs between
 /// processes (the key) and between carves (the address).
 pub(crate) fn seed_for(addr: usize) -> u64 {
-    mix(KEY_XOR.load(Ordering::Relaxed) as u64 ^ addr as u64)
+    mix(KEY[1].load(Ordering::Relaxed) as u64 ^ addr as u64)
 }
 
 /// Puts `order` in a random order drawn from `seed` (Fisher-Yates over
@@ -168,8 +168,8 @@ fn set_up() {
         Key::from_words(random_word(0), random_word(1))
     };
     LEVEL.store(level, Ordering::Relaxed);
-    KEY_ADD.store(key.add, Ordering::Relaxed);
-    KEY_XOR.store(key.xor, Ordering::Relaxed);
+    KEY[0].store(key.add, Ordering::Relaxed);
+    KEY[1].store(key.xor, Ordering::Relaxed);
     // Release: a thread that sees SET sees the key (pools are handed
     // between threads with synchronisation of their own, too).
     STATE.store(SET, Ordering::Release);
