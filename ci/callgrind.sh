@@ -5,7 +5,8 @@
 # 16-byte `GlobalAlloc::alloc`/`dealloc` pairs on `strata_alloc::Strata`.
 # Each loop runs N and 2N times; the difference over N is the cost of one
 # pair, start-up excluded. Also counts the exported `malloc` and `free`
-# alone (callgrind's --toggle-collect), per call. Not run by CI (a report, not a check).
+# alone (callgrind's --toggle-collect), per call, and `free` of blocks
+# another thread allocated (N of them, freed by a second thread). Not run by CI (a report, not a check).
 # Extra arguments go to cargo (e.g. `--features secure`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,27 @@ int main(int argc, char **argv) {
     return 0;
 }
 EOF
+cat >"$WORK/remote.c" <<'EOF'
+#include <pthread.h>
+#include <stdlib.h>
+static void **blocks;
+static long n;
+static void *freer(void *arg) {
+    (void)arg;
+    for (long i = 0; i < n; i++) free(blocks[i]);
+    return NULL;
+}
+int main(int argc, char **argv) {
+    n = argc > 1 ? atol(argv[1]) : 100000;
+    blocks = malloc(n * sizeof *blocks);
+    for (long i = 0; i < n; i++) blocks[i] = malloc(32);
+    pthread_t t;
+    pthread_create(&t, NULL, freer, NULL);
+    pthread_join(t, NULL);
+    free(blocks);
+    return 0;
+}
+EOF
 cat >"$WORK/pairs.rs" <<'EOF'
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -59,6 +81,7 @@ fn main() {
 }
 EOF
 cc -O2 -o "$WORK/pairs" "$WORK/pairs.c"
+cc -O2 -pthread -o "$WORK/remote" "$WORK/remote.c"
 rustc --edition 2021 -C opt-level=3 -C debuginfo=1 --extern strata_alloc="$RLIB" \
   -L dependency="$DEPS" -o "$WORK/rpairs" "$WORK/pairs.rs"
 
@@ -79,6 +102,8 @@ for f in malloc free; do
   inside="$(LD_PRELOAD="$SO" total "$f" --toggle-collect="$f" "$WORK/pairs" "$N")"
   echo "  $f: $(python3 -c "print(f'{$inside / $N:.2f}')") instructions per call"
 done
+inside="$(LD_PRELOAD="$SO" total remote.out --toggle-collect=free "$WORK/remote" "$N")"
+echo "  free from another thread: $(python3 -c "print(f'{$inside / $N:.2f}')") instructions per call"
 r1="$(total r1 "$WORK/rpairs" "$N")"
 r2="$(total r2 "$WORK/rpairs" $((2 * N)))"
 echo "Rust 16 B GlobalAlloc alloc/dealloc pair: $(per_pair "$r1" "$r2" "$N") instructions"

@@ -74,8 +74,8 @@ const FIRST_PURGED_CLASS: usize = crate::core::purge::FIRST_PURGED_CLASS;
 pub(crate) enum Freed {
     /// Freed.
     Done,
-    /// Not freed: the block's pool is not the key's.
-    NotKey,
+    /// Not freed: the block's pool (this one) is not the key's.
+    NotKey(*const Pool),
 }
 
 /// A thread's heap.
@@ -257,15 +257,15 @@ impl Heap {
         // SAFETY: forwarded contract.
         match unsafe { self.free_keyed(p, self.id) } {
             Freed::Done => false,
-            // SAFETY: forwarded contract; `p` is not freed yet.
-            Freed::NotKey => unsafe { self.free_not_key(p) },
+            // SAFETY: forwarded contract; `p` is checked, not freed yet.
+            Freed::NotKey(pool) => unsafe { self.free_not_key(&*pool, p) },
         }
     }
 
     /// [`Heap::free`]'s checks and the owner's fast path, for a pool whose
     /// owner is `key` (the thread heap's `Counters::free_key`: its id, or
     /// no pool's owner while it counts); any other pool is left alone
-    /// (`NotKey`, `p` not freed) for the caller's slow path.
+    /// (`NotKey` with the pool, `p` not freed) for the caller's slow path.
     ///
     /// # Safety
     /// `p` must be a live small block of this allocator.
@@ -282,7 +282,7 @@ impl Heap {
         }
         let block = p.cast::<Block>();
         if pool.owner.load(Ordering::Relaxed) != key {
-            return Freed::NotKey;
+            return Freed::NotKey(pool);
         }
         // SAFETY: a block start of a pool of ours: of a size class.
         if unsafe { is_tagged_free(block) } {
@@ -297,17 +297,15 @@ impl Heap {
         Freed::Done
     }
 
-    /// [`Heap::free`] of a block that [`Heap::free_keyed`] left alone: a
-    /// pool of ours (the caller counts) or of another thread. Checks
-    /// again, which costs nothing off the fast path. Returns as
-    /// [`Heap::free`].
+    /// [`Heap::free`] of a block that [`Heap::free_keyed`] left alone, of
+    /// `pool`: a pool of ours (the caller counts) or of another thread.
+    /// Returns as [`Heap::free`].
     ///
     /// # Safety
-    /// `p` must be a live small block of this allocator, not yet freed.
-    #[inline(never)]
-    pub(crate) unsafe fn free_not_key(&mut self, p: *mut u8) -> bool {
-        // SAFETY: forwarded contract.
-        let pool = unsafe { &*arena::pool_meta_of(p).cast::<Pool>() };
+    /// `p` must be a live small block of `pool`, checked by
+    /// [`Heap::free_keyed`], not yet freed.
+    #[inline(always)]
+    pub(crate) unsafe fn free_not_key(&mut self, pool: &Pool, p: *mut u8) -> bool {
         let block = p.cast::<Block>();
         if self.id != 0 && pool.owner.load(Ordering::Relaxed) == self.id {
             // SAFETY: a block start (checked) of a pool of ours.
@@ -406,7 +404,7 @@ impl Heap {
     ///
     /// # Safety
     /// `block` must be a live block of `pool`.
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) -> bool {
         match pool.owner.load(Ordering::Relaxed) {
             // Slot 0 (the arena header) and unused records have no owner:

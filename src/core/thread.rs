@@ -12,6 +12,7 @@ use core::ptr;
 use crate::core::counters::{live_counters, Counters};
 use crate::core::heap::{self, Freed, Heap};
 use crate::core::os;
+use crate::core::pool::Pool;
 use crate::core::sync::Ordering;
 use crate::core::tls;
 
@@ -124,9 +125,10 @@ pub(crate) unsafe fn free_counted(p: *mut u8, bytes: impl FnOnce() -> usize) {
     // slow path.
     // SAFETY: as in `with_counted_heap`: nothing else borrows the heap
     // while this runs; `p` is a live small block (caller).
-    if unsafe { (*(*t).heap.get()).free_keyed(p, key) } == Freed::NotKey {
-        // SAFETY: forwarded contract; `p` is checked, not freed yet.
-        unsafe { free_not_key(t, p, bytes) };
+    if let Freed::NotKey(pool) = unsafe { (*(*t).heap.get()).free_keyed(p, key) } {
+        // SAFETY: forwarded contract; `p` is a checked block of `pool`,
+        // not freed yet.
+        unsafe { free_not_key(t, pool, p, bytes) };
     }
 }
 
@@ -156,9 +158,14 @@ unsafe fn free_first(p: *mut u8, bytes: impl FnOnce() -> usize) {
 ///
 /// # Safety
 /// As for [`free_counted`]; `t` is the calling thread's state, and `p`
-/// passed [`Heap::free_keyed`]'s checks.
+/// passed [`Heap::free_keyed`]'s checks, which found its pool `pool`.
 #[inline(never)]
-unsafe fn free_not_key(t: *const ThreadHeap, p: *mut u8, bytes: impl FnOnce() -> usize) {
+unsafe fn free_not_key(
+    t: *const ThreadHeap,
+    pool: *const Pool,
+    p: *mut u8,
+    bytes: impl FnOnce() -> usize,
+) {
     // SAFETY: the calling thread's state (caller).
     let counters = unsafe { &(*t).counters };
     if counters.enabled() {
@@ -166,8 +173,9 @@ unsafe fn free_not_key(t: *const ThreadHeap, p: *mut u8, bytes: impl FnOnce() ->
         // allocates, so it may run before the heap is borrowed.
         count_free_of(counters, p, bytes);
     }
-    // SAFETY: as in `free_counted`; checked (caller).
-    if unsafe { (*(*t).heap.get()).free_not_key(p) } {
+    // SAFETY: as in `free_counted`; `p` is a checked block of the live
+    // `pool` (caller).
+    if unsafe { (*(*t).heap.get()).free_not_key(&*pool, p) } {
         start_thread();
     }
 }
