@@ -4,8 +4,9 @@
 //! threads must not leave pools behind, a huge `STRATA_PURGE_DELAY` is
 //! clamped, a wild free aborts with a reason instead of writing into an
 //! arena header, a double free or an interior pointer of a small block
-//! aborts naming it (release builds included) while heavy correct use does
-//! not, and the library also works `dlopen`ed.
+//! aborts naming it (release builds included), with the `secure` feature
+//! so does a free-list link overwritten after free, while heavy correct use
+//! trips no check, and the library also works `dlopen`ed.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -148,6 +149,57 @@ fn huge_purge_delay_is_clamped() {
     }
 }
 
+/// Blocks of a fresh pool come in address order, except at secure level 2
+/// (with the `secure` feature), which links each carve in a random order.
+#[test]
+fn fresh_blocks_are_shuffled_at_level_2_only() {
+    let mut levels = vec![(None, true)];
+    if cfg!(feature = "secure") {
+        levels.extend([(Some("0"), true), (Some("1"), true), (Some("2"), false)]);
+    }
+    for (level, in_order) in levels {
+        let env: Vec<(&str, &str)> = level.iter().map(|l| ("STRATA_SECURE", *l)).collect();
+        let Some(out) = run(&["order"], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        assert_ok(&out, "order");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let neighbours: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("neighbours "))
+            .and_then(|n| n.parse().ok())
+            .expect("the program counted neighbours");
+        if in_order {
+            assert_eq!(neighbours, 63, "{level:?}: {stdout}");
+        } else {
+            assert!(neighbours < 16, "{level:?}: {neighbours} of 63 in order");
+        }
+    }
+}
+
+/// `STRATA_SECURE` gets one warning line when malformed (with the `secure`
+/// feature) or when set without the feature, and the program runs on.
+#[test]
+fn strata_secure_warns_once_when_it_cannot_be_followed() {
+    let (value, warning) = if cfg!(feature = "secure") {
+        (
+            "7",
+            "strata-alloc: STRATA_SECURE must be 0, 1 or 2; using 1",
+        )
+    } else {
+        (
+            "1",
+            "strata-alloc: STRATA_SECURE needs a build with the secure feature; ignored",
+        )
+    };
+    let env = [("STRATA_SECURE", value)];
+    if let Some(out) = run(&["churn"], &env, Duration::from_secs(60)) {
+        assert_ok(&out, "churn with STRATA_SECURE");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    }
+}
+
 /// A pointer into an arena's header slot is no block: freeing it aborts
 /// with a reason (it used to be pushed onto an unused pool record, writing
 /// into the header).
@@ -236,6 +288,43 @@ fn small_block_misuse_aborts_naming_the_pointer() {
             .find(|l| l.starts_with(message))
             .unwrap_or_else(|| panic!("{what}: no one-line message: {stderr}"));
         assert!(line.ends_with(pointer), "{what}: {line} names {pointer}");
+    }
+}
+
+/// With the `secure` feature, a free-list link overwritten after its block
+/// was freed aborts the `malloc` that would follow it, with one line
+/// naming the pool, the block and the bad link (the program prints what
+/// the line must start with; the link's decoded value is random).
+#[test]
+#[cfg(feature = "secure")]
+fn overwritten_free_list_link_aborts_naming_the_pool() {
+    for level in [None, Some("1"), Some("2")] {
+        let env: Vec<(&str, &str)> = level.iter().map(|l| ("STRATA_SECURE", *l)).collect();
+        let Some(out) = run(&["overwrite-link"], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{level:?}: {stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("returned"), "{level:?}: {stdout}");
+        let expected = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("expect "))
+            .expect("the program printed the line to expect");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(expected))
+            .unwrap_or_else(|| panic!("{level:?}: no line {expected:?} in: {stderr}"));
+        let link = &line[expected.len()..];
+        assert!(
+            link.len() == 16 && link.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{level:?}: {line}"
+        );
     }
 }
 

@@ -8,6 +8,11 @@
 //!   most [`MAX_PURGE_DELAY_MS`]).
 //! - `STRATA_SHOW_STATS`: `1` prints the stats report to stderr at exit
 //!   (the report the crate installs in [`hooks`]).
+//! - `STRATA_SECURE`: `0`, `1` or `2`, the secure level of a build with the
+//!   `secure` feature (default 1: free-list links encoded and checked; 0:
+//!   plain). Read by [`secure`] itself, before the first pool is made,
+//!   since the level may never change once a link is written; ignored,
+//!   with a warning, without the feature.
 //!
 //! A malformed value gets one warning line on stderr and the default. In a
 //! setuid or setgid program (`AT_SECURE`) the variables are ignored, as
@@ -16,6 +21,7 @@
 use crate::core::arena::registry;
 use crate::core::hooks;
 use crate::core::os;
+use crate::core::secure;
 use crate::core::sync::Ordering;
 
 /// The longest purge delay accepted: one hour. Longer delays would keep
@@ -50,6 +56,16 @@ pub(crate) fn init() {
             None => os::write_stderr(
                 b"strata-alloc: STRATA_PURGE_DELAY must be a whole number of milliseconds; using 10\n",
             ),
+        }
+    }
+    if secure::COMPILED {
+        // Fixes the level now if no pool did yet (a bad value warns once).
+        secure::ensure();
+    } else if let Some(value) = os::secure_env_var(c"STRATA_SECURE") {
+        if value != b"0" {
+            os::write_stderr(
+                b"strata-alloc: STRATA_SECURE needs a build with the secure feature; ignored\n",
+            );
         }
     }
     if let Some(value) = os::secure_env_var(c"STRATA_SHOW_STATS") {

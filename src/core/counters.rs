@@ -60,7 +60,19 @@ pub(crate) struct Counters {
     /// thread so that the fast paths test a thread-local byte rather than
     /// load a global.
     enabled: core::sync::atomic::AtomicBool,
+    /// The owner's heap id (0 until its heap starts).
+    heap_id: core::sync::atomic::AtomicUsize,
+    /// `heap_id` while the owner does not count, else [`NO_FREE_KEY`]:
+    /// what the owner's free fast path compares a pool's owner with, so
+    /// that one compare both finds its own pools and leaves the fast path
+    /// while counting. Written with `enabled`.
+    free_key: core::sync::atomic::AtomicUsize,
 }
+
+/// [`Counters::free_key`] while counting (or before the heap starts): the
+/// owner of no pool (heap ids count up from 1; `ABANDONED` and
+/// `TYPED_OWNER` are the two highest values).
+pub(crate) const NO_FREE_KEY: usize = usize::MAX - 2;
 
 /// Adds `n` to an owner-only counter without a read-modify-write
 /// instruction; returns the new value.
@@ -81,7 +93,31 @@ impl Counters {
             free_bytes: AtomicUsize::new(0),
             peak_net: AtomicIsize::new(0),
             enabled: core::sync::atomic::AtomicBool::new(false),
+            heap_id: AtomicUsize::new(0),
+            free_key: AtomicUsize::new(NO_FREE_KEY),
         }
+    }
+
+    /// What the owner's free fast path compares a pool's owner with (see
+    /// `free_key`).
+    #[inline(always)]
+    pub(crate) fn free_key(&self) -> usize {
+        self.free_key.load(Ordering::Relaxed)
+    }
+
+    /// Records the owner's heap id, once its heap starts (before the
+    /// counters are listed, so no other thread writes them meanwhile).
+    pub(crate) fn set_heap_id(&self, id: usize) {
+        self.heap_id.store(id, Ordering::Relaxed);
+        self.set_enabled(self.enabled());
+    }
+
+    /// Turns counting on or off, with the free key.
+    fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+        let id = self.heap_id.load(Ordering::Relaxed);
+        let key = if on || id == 0 { NO_FREE_KEY } else { id };
+        self.free_key.store(key, Ordering::Relaxed);
     }
 
     /// Whether the owner counts its allocations and frees now.
@@ -193,11 +229,7 @@ impl LiveCounters {
             slots[i] = counters;
             *high = (*high).max(i + 1);
             // SAFETY: we hold the lock; `counters` is live (caller).
-            unsafe {
-                (*counters)
-                    .enabled
-                    .store(*self.reasons.get() != 0, Ordering::Relaxed)
-            };
+            unsafe { (*counters).set_enabled(*self.reasons.get() != 0) };
             i
         })
     }
@@ -229,12 +261,12 @@ impl LiveCounters {
                 for &c in slots[..high].iter().filter(|c| !c.is_null()) {
                     // SAFETY: listed counters are live until their thread
                     // unlists them, which needs the lock we hold.
-                    unsafe { (*c).enabled.store(on, Ordering::Relaxed) };
+                    unsafe { (*c).set_enabled(on) };
                 }
             }
             on
         });
-        own.enabled.store(on, Ordering::Relaxed);
+        own.set_enabled(on);
     }
 
     /// Unlists slot `slot` (if any) and folds `counters` into the exited

@@ -48,19 +48,31 @@ impl Drop for StderrWriter {
 
 /// Aborts with `message` followed by the pointer in hex.
 pub(crate) fn abort_with_pointer(message: &[u8], p: *mut u8) -> ! {
-    let mut line = [0u8; 160];
+    abort_with_pointers(&[(message, p)])
+}
+
+/// Aborts with one line: each message followed by its pointer in hex.
+pub(crate) fn abort_with_pointers(parts: &[(&[u8], *mut u8)]) -> ! {
+    let mut line = [0u8; 240];
     let mut len = 0;
-    for &b in message.iter().take(line.len() - 20) {
-        line[len] = b;
-        len += 1;
-    }
-    line[len] = b'0';
-    line[len + 1] = b'x';
-    len += 2;
-    let addr = p.addr();
-    for shift in (0..16).rev() {
-        line[len] = b"0123456789abcdef"[(addr >> (shift * 4)) & 0xf];
-        len += 1;
+    for &(message, p) in parts {
+        for &b in message {
+            if len + 18 < line.len() {
+                line[len] = b;
+                len += 1;
+            }
+        }
+        if len + 18 > line.len() {
+            break;
+        }
+        line[len] = b'0';
+        line[len + 1] = b'x';
+        len += 2;
+        let addr = p.addr();
+        for shift in (0..16).rev() {
+            line[len] = b"0123456789abcdef"[(addr >> (shift * 4)) & 0xf];
+            len += 1;
+        }
     }
     os::abort_with(&line[..len])
 }

@@ -271,7 +271,7 @@ unsafe fn free_small(ptr: *mut u8) {
     // Counted by the block's own size, not the layout's: a block shrunk
     // in place by `realloc` is bigger than its layout says.
     // SAFETY: `ptr` is a live small block (caller).
-    unsafe { thread::free_counted(ptr, || small_block_size(ptr)) };
+    unsafe { thread::free_counted(ptr, move || small_block_size(ptr)) };
 }
 
 /// Maps a large block, counting it.

@@ -69,6 +69,15 @@ const HOT_EMPTY_POOLS: usize = 16;
 /// one holding their free-list link.
 const FIRST_PURGED_CLASS: usize = crate::core::purge::FIRST_PURGED_CLASS;
 
+/// What [`Heap::free_keyed`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Freed {
+    /// Freed.
+    Done,
+    /// Not freed: the block's pool (this one) is not the key's.
+    NotKey(*const Pool),
+}
+
 /// A thread's heap.
 pub(crate) struct Heap {
     /// Owner id written into this heap's pools (0 until first use).
@@ -245,6 +254,24 @@ impl Heap {
     #[inline(always)]
     #[must_use]
     pub(crate) unsafe fn free(&mut self, p: *mut u8) -> bool {
+        // SAFETY: forwarded contract.
+        match unsafe { self.free_keyed(p, self.id) } {
+            Freed::Done => false,
+            // SAFETY: forwarded contract; `p` is checked, not freed yet.
+            Freed::NotKey(pool) => unsafe { self.free_not_key(&*pool, p) },
+        }
+    }
+
+    /// [`Heap::free`]'s checks and the owner's fast path, for a pool whose
+    /// owner is `key` (the thread heap's `Counters::free_key`: its id, or
+    /// no pool's owner while it counts); any other pool is left alone
+    /// (`NotKey` with the pool, `p` not freed) for the caller's slow path.
+    ///
+    /// # Safety
+    /// `p` must be a live small block of this allocator.
+    #[inline(always)]
+    #[must_use]
+    pub(crate) unsafe fn free_keyed(&mut self, p: *mut u8, key: usize) -> Freed {
         // SAFETY: `p` is a live small block, so its arena and pool are live.
         let pool = unsafe { &*arena::pool_meta_of(p).cast::<Pool>() };
         if cfg!(debug_assertions) {
@@ -254,21 +281,45 @@ impl Heap {
             not_a_block_start(pool, p);
         }
         let block = p.cast::<Block>();
-        if pool.owner.load(Ordering::Relaxed) == self.id {
-            // SAFETY: a block start of a pool of ours: of a size class.
+        if pool.owner.load(Ordering::Relaxed) != key {
+            return Freed::NotKey(pool);
+        }
+        // SAFETY: a block start of a pool of ours: of a size class.
+        if unsafe { is_tagged_free(block) } {
+            // A tail call: no value lives across it, so the fast path
+            // saves no extra register.
+            // SAFETY: forwarded contract.
+            unsafe { self.free_tagged(pool, block) };
+            return Freed::Done;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_local(pool, block) };
+        Freed::Done
+    }
+
+    /// [`Heap::free`] of a block that [`Heap::free_keyed`] left alone, of
+    /// `pool`: a pool of ours (the caller counts) or of another thread.
+    /// Returns as [`Heap::free`].
+    ///
+    /// # Safety
+    /// `p` must be a live small block of `pool`, checked by
+    /// [`Heap::free_keyed`], not yet freed.
+    #[inline(always)]
+    pub(crate) unsafe fn free_not_key(&mut self, pool: &Pool, p: *mut u8) -> bool {
+        let block = p.cast::<Block>();
+        if self.id != 0 && pool.owner.load(Ordering::Relaxed) == self.id {
+            // SAFETY: a block start (checked) of a pool of ours.
             if unsafe { is_tagged_free(block) } {
-                // A tail call: no value lives across it, so the fast path
-                // saves no extra register.
                 // SAFETY: forwarded contract.
-                return unsafe { self.free_tagged(pool, block) };
+                unsafe { self.free_tagged(pool, block) };
+                return false;
             }
             // SAFETY: forwarded contract.
             unsafe { self.free_local(pool, block) };
             false
         } else {
             // SAFETY: forwarded contract.
-            unsafe { self.free_not_owned(pool, block) };
-            self.id == 0
+            unsafe { self.free_not_owned(pool, block) }
         }
     }
 
@@ -291,17 +342,15 @@ impl Heap {
 
     /// The owner's free of a block that carries the free tag: aborts if it
     /// is a double free ([`Heap::confirm_double_free`]), else frees it.
-    /// Returns false, as [`Heap::free`] for a started heap.
     ///
     /// # Safety
     /// `block` must be a block, of a size class, of `pool`, ours.
     #[cold]
     #[inline(never)]
-    unsafe fn free_tagged(&mut self, pool: &Pool, block: *mut Block) -> bool {
+    unsafe fn free_tagged(&mut self, pool: &Pool, block: *mut Block) {
         self.confirm_double_free(pool, block.cast());
         // SAFETY: not on our lists, so live (the program stored the tag).
         unsafe { self.free_local(pool, block) };
-        false
     }
 
     /// A block of ours being freed carries the free tag: it is freed a
@@ -323,7 +372,7 @@ impl Heap {
                 }
                 // SAFETY: blocks on our own lists are free blocks of the
                 // pool, linked through their first word.
-                block = unsafe { (*block).next };
+                block = unsafe { pool.next_free(block) };
             }
             crate::core::diag::abort_with_pointer(
                 b"free list corrupted (a double free went unseen) in the pool of ",
@@ -350,10 +399,13 @@ impl Heap {
     /// holder's) and cannot be walked from here. The tag is all the
     /// evidence, and a live block holds it only if the program stored it.
     ///
+    /// Returns true when this heap has not started, as [`Heap::free`]:
+    /// read here, so that the fast path keeps nothing across the call.
+    ///
     /// # Safety
     /// `block` must be a live block of `pool`.
-    #[inline(never)]
-    unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) {
+    #[inline(always)]
+    unsafe fn free_not_owned(&mut self, pool: &Pool, block: *mut Block) -> bool {
         match pool.owner.load(Ordering::Relaxed) {
             // Slot 0 (the arena header) and unused records have no owner:
             // a wild pointer, whose free would write into the header.
@@ -381,6 +433,7 @@ impl Heap {
                 }
             }
         }
+        self.id == 0
     }
 
     /// Frees a block of a pool whose thread exited: this heap adopts the

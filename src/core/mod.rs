@@ -6,8 +6,8 @@
 //! Bottom-up (each file imports only files before it): `sync` and `os`
 //! (the platform), `tls` (a thread's pointer in a TLS-descriptor slot),
 //! `diag` (output without allocating), `arena` (OS
-//! regions cut into slots), `size_class`, `pool` (one size class, three
-//! free lists), `large_cache`, `purge` (when memory goes back), `large`
+//! regions cut into slots), `size_class`, `secure` (the free-list link
+//! key), `pool` (one size class, three free lists), `large_cache`, `purge` (when memory goes back), `large`
 //! (blocks straight from the OS), `abandoned` (pools of exited threads),
 //! `hooks` and `counters`, `heap` (a heap's pools), process life
 //! (`config`, `fork`, `init`), `thread` (the thread-local heap, its start
@@ -29,6 +29,7 @@ pub(crate) mod large_cache;
 pub(crate) mod os;
 pub(crate) mod pool;
 pub(crate) mod purge;
+pub(crate) mod secure;
 pub(crate) mod size_class;
 pub(crate) mod sync;
 pub(crate) mod thread;

@@ -163,6 +163,13 @@ pub(crate) fn now_ms() -> u64 {
     backend::now_ms()
 }
 
+/// Eight random bytes from the OS (`getrandom(2)`, never blocking), or
+/// `None` if it has none to give (an old kernel, entropy not yet ready at
+/// boot, a seccomp filter); never allocates.
+pub(crate) fn random_u64() -> Option<u64> {
+    backend::random_u64()
+}
+
 /// Reads environment variable `name` without allocating, like glibc's
 /// `secure_getenv`: `None` in a setuid or setgid program (`AT_SECURE`),
 /// whose environment its caller controls. The value's bytes live for the
@@ -491,6 +498,14 @@ mod backend {
         p.cast()
     }
 
+    pub(super) fn random_u64() -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        // SAFETY: `bytes` is a valid out-buffer of its length; getrandom
+        // neither allocates nor, with GRND_NONBLOCK, blocks.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
+        (n == 8).then(|| u64::from_ne_bytes(bytes))
+    }
+
     pub(super) fn now_ms() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -584,5 +599,10 @@ mod backend {
 
     pub(super) fn now_ms() -> u64 {
         0
+    }
+
+    /// No OS to ask: callers take their fallback.
+    pub(super) fn random_u64() -> Option<u64> {
+        None
     }
 }

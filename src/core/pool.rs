@@ -25,11 +25,18 @@
 //! out again ([`is_tagged_free`]), which tells a double free from a first
 //! one at the cost of a load and a store per free and a store per
 //! allocation.
+//!
+//! With the `secure` feature, every link of the three lists is encoded
+//! with the process's key and checked where it is followed
+//! ([`Pool::next_free`], see `secure`); all link reads and writes go
+//! through [`link`] and [`set_link`] (and [`Pool::next_free`]), which are
+//! plain pointer moves without the feature.
 
 use core::cell::Cell;
 use core::ptr;
 
 use crate::core::arena::{Registry, SlotRun, POOL_SIZE, SLOT_META_SIZE};
+use crate::core::secure::{self, Key};
 use crate::core::size_class::{pool_capacity, pool_slots, CLASS_SIZES};
 use crate::core::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -37,6 +44,38 @@ use crate::core::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 #[repr(C)]
 pub(crate) struct Block {
     pub next: *mut Block,
+}
+
+/// The block `block`'s link word links to, decoded with `key`.
+///
+/// # Safety
+/// `block` is a free block of a pool (its first word is the link).
+#[inline(always)]
+unsafe fn link_with(block: *mut Block, key: Key) -> *mut Block {
+    // SAFETY: forwarded contract.
+    let word = unsafe { (*block).next };
+    if secure::COMPILED {
+        // The address changes, the provenance stays: that of `next`.
+        word.map_addr(|a| key.decode(a))
+    } else {
+        word
+    }
+}
+
+/// Makes free block `block` link to `next`, encoded at the secure level.
+///
+/// # Safety
+/// `block` is a free block of a pool, ours to write.
+#[inline(always)]
+pub(crate) unsafe fn set_link(block: *mut Block, next: *mut Block) {
+    let word = if secure::COMPILED {
+        let key = secure::key();
+        next.map_addr(|a| key.encode(a))
+    } else {
+        next
+    };
+    // SAFETY: forwarded contract.
+    unsafe { (*block).next = word };
 }
 
 /// The second word of a block freed through a heap is its address plus
@@ -100,6 +139,8 @@ pub(crate) const TYPED_CLASS: u32 = u32::MAX;
 /// Carve at most this many bytes of fresh blocks at a time: keeps the
 /// first allocation in a pool from touching all of its pages.
 const CARVE_BYTES: usize = 4096;
+/// The most blocks one carve makes (`TypedPool` blocks may be 8 bytes).
+const MAX_CARVED: usize = CARVE_BYTES / 8;
 
 /// Metadata of one pool, stored in its arena's header. The first cache
 /// line holds what the owner touches on every allocation and free; the
@@ -140,6 +181,10 @@ pub(crate) struct Pool {
     /// ([`Pool::is_block_offset`]); 0 in a record no pool was made in,
     /// which then takes no pointer.
     pub div_magic: u64,
+    /// `reserved * block_size`, kept beside it by `carve` so that the
+    /// secure level's check of a link ([`Pool::is_free_link`]) bounds it
+    /// with one load.
+    carved_bytes: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= SLOT_META_SIZE);
@@ -152,6 +197,8 @@ impl Pool {
     /// `run` must come from the arena registry and hold no live block.
     pub(crate) unsafe fn init(run: &SlotRun, class: usize, owner: usize) -> *mut Pool {
         debug_assert_eq!(run.count, pool_slots(class));
+        // The link key is fixed before the first link is written.
+        secure::ensure();
         let pool = run.meta().cast::<Pool>();
         // SAFETY: the metadata record is reserved for this pool, suitably
         // sized (const assert above) and aligned (arena header alignment),
@@ -173,6 +220,7 @@ impl Pool {
                 prev: Cell::new(ptr::null_mut()),
                 hot: Cell::new(false),
                 div_magic: div_magic(CLASS_SIZES[class]),
+                carved_bytes: AtomicU32::new(0),
             });
         }
         pool
@@ -228,10 +276,42 @@ impl Pool {
         if !block.is_null() {
             // SAFETY: blocks on `free` are free blocks of this pool whose
             // first word is the link.
-            self.free.set(unsafe { (*block).next });
+            self.free.set(unsafe { self.next_free(block) });
             self.set_used(self.used() + 1);
         }
         block
+    }
+
+    /// The block after `block` on a list of this pool: at the secure
+    /// level, decoded and checked — it must be null or the start of a block
+    /// of this pool carved so far, else the process aborts naming the pool,
+    /// the block and its link (a write after free, or a forged link).
+    /// Without the feature, a plain load.
+    ///
+    /// # Safety
+    /// `block` is a free block on one of this pool's lists, or one the
+    /// caller is about to put there.
+    #[inline(always)]
+    pub(crate) unsafe fn next_free(&self, block: *mut Block) -> *mut Block {
+        let key = secure::key();
+        // SAFETY: forwarded contract.
+        let next = unsafe { link_with(block, key) };
+        if secure::COMPILED && key.checking() && !self.is_free_link(next) {
+            bad_link(self, block, next);
+        }
+        next
+    }
+
+    /// Whether `next` may be a link of this pool's lists: null, or the
+    /// start of a block carved so far.
+    #[inline(always)]
+    pub(crate) fn is_free_link(&self, next: *mut Block) -> bool {
+        if next.is_null() {
+            return true;
+        }
+        let offset = next.addr().wrapping_sub(self.start.addr());
+        let carved = self.carved_bytes.load(Ordering::Relaxed) as usize;
+        offset < carved && is_multiple(offset as u64, self.div_magic)
     }
 
     /// Returns a block freed by the owner. Returns true if the pool became
@@ -242,7 +322,7 @@ impl Pool {
     #[inline(always)]
     pub(crate) unsafe fn push_local(&self, block: *mut Block) -> bool {
         // SAFETY: the block is ours to reuse (caller).
-        unsafe { (*block).next = self.local_free.get() };
+        unsafe { set_link(block, self.local_free.get()) };
         self.local_free.set(block);
         let used = self.used() - 1;
         self.set_used(used);
@@ -264,8 +344,8 @@ impl Pool {
     /// # Safety
     /// `block` must be a block of this pool handed out and not freed since.
     pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) {
-        // SAFETY: forwarded contract.
-        unsafe { push_atomic(&self.thread_free, block) }
+        // SAFETY: forwarded contract; `set_link` writes the block's link.
+        unsafe { push_linked(&self.thread_free, block, set_link) }
     }
 
     #[inline(always)]
@@ -284,7 +364,7 @@ impl Pool {
     pub(crate) fn collect(&self) {
         let local = self.local_free.replace(ptr::null_mut());
         if !local.is_null() {
-            self.free.set(append(local, self.free.get()));
+            self.free.set(self.append(local, self.free.get()));
         }
         if !self.thread_free.load(Ordering::Relaxed).is_null() {
             // Acquire pairs with the Release of `push_thread_free`.
@@ -296,13 +376,13 @@ impl Pool {
             unsafe {
                 loop {
                     count += 1;
-                    let next = (*tail).next;
+                    let next = self.next_free(tail);
                     if next.is_null() {
                         break;
                     }
                     tail = next;
                 }
-                (*tail).next = self.free.get();
+                set_link(tail, self.free.get());
             }
             self.free.set(taken);
             self.set_used(self.used() - count);
@@ -324,17 +404,50 @@ impl Pool {
         // memory and have never been handed out.
         unsafe {
             let first = self.start.add(reserved as usize * size);
-            for i in 0..count - 1 {
-                let block = first.add(i * size).cast::<Block>();
-                (*block).next = first.add((i + 1) * size).cast();
+            if secure::shuffles() && count > 1 {
+                self.link_shuffled(first, size, count);
+            } else {
+                for i in 0..count - 1 {
+                    let block = first.add(i * size).cast::<Block>();
+                    set_link(block, first.add((i + 1) * size).cast());
+                }
+                set_link(first.add((count - 1) * size).cast(), ptr::null_mut());
+                self.free.set(first.cast());
             }
-            (*first.add((count - 1) * size).cast::<Block>()).next = ptr::null_mut();
-            self.free.set(first.cast());
         }
         // Single writer (the owner); stats read it.
         self.reserved
             .store(reserved + count as u32, Ordering::Relaxed);
+        self.carved_bytes.store(
+            (reserved as usize + count) as u32 * self.block_size,
+            Ordering::Relaxed,
+        );
         true
+    }
+
+    /// [`Pool::carve`] at secure level 2: links the `count` fresh blocks of
+    /// `size` bytes from `first` onto `free` in a random order.
+    ///
+    /// # Safety
+    /// As in [`Pool::carve`]: the blocks are fresh, inside the pool.
+    #[cold]
+    unsafe fn link_shuffled(&self, first: *mut u8, size: usize, count: usize) {
+        let mut order = [0u16; MAX_CARVED];
+        let order = &mut order[..count];
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i as u16;
+        }
+        secure::shuffle(order, secure::seed_for(first.addr()));
+        let block = |i: u16| first.wrapping_add(i as usize * size).cast::<Block>();
+        // SAFETY: every block of `order` is fresh and inside the pool
+        // (caller).
+        unsafe {
+            for pair in order.windows(2) {
+                set_link(block(pair[0]), block(pair[1]));
+            }
+            set_link(block(order[count - 1]), ptr::null_mut());
+        }
+        self.free.set(block(order[0]));
     }
 
     /// Whether `p`, a pointer into this pool's slots, is at a multiple of
@@ -373,17 +486,40 @@ fn is_multiple(offset: u64, magic: u64) -> bool {
     offset.wrapping_mul(magic) < magic
 }
 
-/// Pushes a free block onto an atomic push-only list (a pool's
-/// `thread_free`, a typed pool's remote list), which its owner takes over
-/// whole with an Acquire swap.
+/// Pushes a free block onto an atomic push-only list (a typed pool's
+/// remote list: plain links), which its owner takes over whole with an
+/// Acquire swap.
 ///
 /// # Safety
 /// `block` must be a free block nobody else uses.
 pub(crate) unsafe fn push_atomic(list: &AtomicPtr<Block>, block: *mut Block) {
+    // SAFETY: forwarded contract.
+    unsafe { push_linked(list, block, set_plain_link) }
+}
+
+/// Makes free block `block` link to `next`, plain (typed pools' lists).
+///
+/// # Safety
+/// As for [`set_link`].
+unsafe fn set_plain_link(block: *mut Block, next: *mut Block) {
+    // SAFETY: forwarded contract.
+    unsafe { (*block).next = next };
+}
+
+/// [`push_atomic`], the link written by `set` (a pool's `thread_free`
+/// encodes it).
+///
+/// # Safety
+/// As for [`push_atomic`]; `set(block, next)` writes only `block`'s link.
+unsafe fn push_linked(
+    list: &AtomicPtr<Block>,
+    block: *mut Block,
+    set: unsafe fn(*mut Block, *mut Block),
+) {
     let mut head = list.load(Ordering::Relaxed);
     loop {
         // SAFETY: the block is ours until the CAS publishes it.
-        unsafe { (*block).next = head };
+        unsafe { set(block, head) };
         // Release: the owner's Acquire swap sees the link we wrote.
         match list.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return,
@@ -392,20 +528,39 @@ pub(crate) unsafe fn push_atomic(list: &AtomicPtr<Block>, block: *mut Block) {
     }
 }
 
-/// Links list `head` in front of `rest`; returns the new head.
-fn append(head: *mut Block, rest: *mut Block) -> *mut Block {
-    if rest.is_null() {
-        return head;
-    }
-    let mut tail = head;
-    // SAFETY: `head` is a non-empty, null-terminated list of free blocks.
-    unsafe {
-        while !(*tail).next.is_null() {
-            tail = (*tail).next;
+impl Pool {
+    /// Links list `head` in front of `rest`, both lists of this pool;
+    /// returns the new head.
+    fn append(&self, head: *mut Block, rest: *mut Block) -> *mut Block {
+        if rest.is_null() {
+            return head;
         }
-        (*tail).next = rest;
+        let mut tail = head;
+        // SAFETY: `head` is a non-empty, null-terminated list of free blocks
+        // of this pool.
+        unsafe {
+            loop {
+                let next = self.next_free(tail);
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
+            }
+            set_link(tail, rest);
+        }
+        head
     }
-    head
+}
+
+/// [`Pool::next_free`] found a link that is no block of the pool.
+#[cold]
+#[inline(never)]
+fn bad_link(pool: &Pool, block: *mut Block, next: *mut Block) -> ! {
+    crate::core::diag::abort_with_pointers(&[
+        (b"free list corrupted in the pool at ", pool.start),
+        (b": block ", block.cast()),
+        (b" links to ", next.cast()),
+    ])
 }
 
 /// Gives an empty pool's slots back to the registry.
@@ -452,6 +607,63 @@ mod tests {
             }
             assert!(pool.is_block_start(a.cast()));
             assert!(!pool.is_block_start(a.cast::<u8>().wrapping_add(8)));
+        });
+    }
+
+    /// What `next_free` accepts as a link (checked at the secure level): null
+    /// or a carved block start of the pool; and a link reads back as
+    /// written, encoded in memory when the key is not plain.
+    #[test]
+    fn links_are_block_starts_of_the_pool() {
+        with_pool(class_index(64), |pool| {
+            assert!(pool.carve());
+            let a = pool.pop();
+            let b = pool.pop();
+            let carved = pool.reserved.load(Ordering::Relaxed) as usize * 64;
+            assert!(pool.is_free_link(ptr::null_mut()));
+            assert!(pool.is_free_link(a) && pool.is_free_link(b));
+            assert!(!pool.is_free_link(b.wrapping_byte_add(8)), "interior");
+            assert!(!pool.is_free_link(b.wrapping_byte_add(1)), "interior");
+            let past = pool.start.wrapping_add(carved).cast::<Block>();
+            assert!(!pool.is_free_link(past), "never carved");
+            let before = pool.start.wrapping_sub(64).cast::<Block>();
+            assert!(!pool.is_free_link(before), "outside the pool");
+            // SAFETY: `a` is ours (popped); its link word is written and read.
+            unsafe {
+                set_link(a, b);
+                assert_eq!(pool.next_free(a), b);
+                let word = (*a).next;
+                assert_eq!(word == b, !secure::key().checking(), "encoded in memory");
+                set_link(a, ptr::null_mut());
+                assert!(pool.next_free(a).is_null());
+            }
+        });
+    }
+
+    /// A shuffled carve (secure level 2) links every fresh block once, in
+    /// another order than the addresses', and pops them all.
+    #[test]
+    fn shuffled_carves_hand_out_every_block_once() {
+        with_pool(class_index(48), |pool| {
+            let count = CARVE_BYTES / 48;
+            // As `carve` does, but always shuffled.
+            // SAFETY: the first `count` blocks are fresh, inside the pool.
+            unsafe { pool.link_shuffled(pool.start, 48, count) };
+            pool.reserved.store(count as u32, Ordering::Relaxed);
+            pool.carved_bytes
+                .store(count as u32 * 48, Ordering::Relaxed);
+            let mut popped = Vec::new();
+            loop {
+                let b = pool.pop();
+                if b.is_null() {
+                    break;
+                }
+                popped.push((b.addr() - pool.start.addr()) / 48);
+            }
+            let in_order = popped.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            assert!(in_order < count / 4, "{in_order} of {count} in order");
+            popped.sort_unstable();
+            assert_eq!(popped, (0..count).collect::<Vec<_>>());
         });
     }
 

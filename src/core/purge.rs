@@ -79,7 +79,7 @@ pub(crate) fn purge_free_blocks(pool: &Pool) {
                 unsafe { mark_at.write(mark) };
             }
             // SAFETY: as above; the link stays valid (first page kept).
-            block = unsafe { (*block).next };
+            block = unsafe { pool.next_free(block) };
         }
     }
     if purged != 0 {

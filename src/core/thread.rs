@@ -10,14 +10,18 @@ use core::cell::UnsafeCell;
 use core::ptr;
 
 use crate::core::counters::{live_counters, Counters};
-use crate::core::heap::{self, Heap};
+use crate::core::heap::{self, Freed, Heap};
 use crate::core::os;
+use crate::core::pool::Pool;
 use crate::core::sync::Ordering;
 use crate::core::tls;
 
 /// A thread's allocator state: its heap, and its counters beside it (not
 /// inside it, so that other threads may read the counters while the owner
-/// holds `&mut Heap`).
+/// holds `&mut Heap`). `repr(C)`, heap first: the pointer to the thread's
+/// state is then the heap's, which the free fast path would otherwise
+/// compute for its cold calls alone.
+#[repr(C)]
 struct ThreadHeap {
     heap: UnsafeCell<Heap>,
     counters: Counters,
@@ -93,6 +97,11 @@ fn alloc_unstarted(class: usize) -> (*mut u8, bool) {
 /// Frees small block `p` through the calling thread's heap, counting it
 /// first if the thread counts (`bytes` gives its size, only read then).
 ///
+/// Every path off the fast one is a tail call (a thread's first call,
+/// counting on, the heap's own cold paths), so the fast path keeps no
+/// value across a call and saves no register; its one call is the
+/// TLS-descriptor resolver.
+///
 /// # Safety
 /// `p` must be a live small block of this allocator.
 #[inline(always)]
@@ -100,23 +109,78 @@ pub(crate) unsafe fn free_counted(p: *mut u8, bytes: impl FnOnce() -> usize) {
     // Straight-line rather than through `with_counted_heap`: LLVM keeps
     // that closure out of line here, and the free fast path is a few
     // instructions.
+    let t = if tls::ENABLED {
+        tls::get().cast::<ThreadHeap>().cast_const()
+    } else {
+        thread_heap()
+    };
+    if t.is_null() {
+        // SAFETY: forwarded contract.
+        return unsafe { free_first(p, bytes) };
+    }
+    // SAFETY: the calling thread's state, live while it runs.
+    let key = unsafe { &(*t).counters }.free_key();
+    // One compare of the pool's owner with the key finds the owner's
+    // free; a remote free, counting, or a heap not started yet take the
+    // slow path.
+    // SAFETY: as in `with_counted_heap`: nothing else borrows the heap
+    // while this runs; `p` is a live small block (caller).
+    if let Freed::NotKey(pool) = unsafe { (*(*t).heap.get()).free_keyed(p, key) } {
+        // SAFETY: forwarded contract; `p` is a checked block of `pool`,
+        // not freed yet.
+        unsafe { free_not_key(t, pool, p, bytes) };
+    }
+}
+
+/// [`free_counted`] on a thread's first call (its TLS slot not yet
+/// filled): out of line, whole.
+///
+/// # Safety
+/// As for [`free_counted`].
+#[cold]
+#[inline(never)]
+unsafe fn free_first(p: *mut u8, bytes: impl FnOnce() -> usize) {
     let t = thread_heap();
     // SAFETY: the calling thread's state, live while it runs.
+    let counters = unsafe { &(*t).counters };
+    if counters.enabled() {
+        count_free_of(counters, p, bytes);
+    }
+    // SAFETY: as in `free_counted`.
+    if unsafe { (*(*t).heap.get()).free(p) } {
+        start_thread();
+    }
+}
+
+/// [`free_counted`] of a block whose pool's owner is not the free key
+/// (`t`'s): another thread's block, or the thread counts, or its heap has
+/// not started. Out of line.
+///
+/// # Safety
+/// As for [`free_counted`]; `t` is the calling thread's state, and `p`
+/// passed [`Heap::free_keyed`]'s checks, which found its pool `pool`.
+#[inline(never)]
+unsafe fn free_not_key(
+    t: *const ThreadHeap,
+    pool: *const Pool,
+    p: *mut u8,
+    bytes: impl FnOnce() -> usize,
+) {
+    // SAFETY: the calling thread's state (caller).
     let counters = unsafe { &(*t).counters };
     if counters.enabled() {
         // Before the free, as `count_free` requires; counting a free never
         // allocates, so it may run before the heap is borrowed.
         count_free_of(counters, p, bytes);
     }
-    // SAFETY: as in `with_counted_heap`: nothing else borrows the heap
-    // while this runs; `p` is a live small block (caller).
-    let must_start = unsafe { (*(*t).heap.get()).free(p) };
-    if must_start {
+    // SAFETY: as in `free_counted`; `p` is a checked block of the live
+    // `pool` (caller).
+    if unsafe { (*(*t).heap.get()).free_not_key(&*pool, p) } {
         start_thread();
     }
 }
 
-/// The counting part of [`free_counted`], out of line.
+/// The counting part of the free paths, out of line.
 #[cold]
 #[inline(never)]
 fn count_free_of(counters: &Counters, p: *mut u8, bytes: impl FnOnce() -> usize) {
@@ -135,14 +199,15 @@ fn count_free_of(counters: &Counters, p: *mut u8, bytes: impl FnOnce() -> usize)
 pub(crate) fn start_thread() -> bool {
     let starting = with_heap(|heap| {
         if heap.id != 0 {
-            return false;
+            return None;
         }
         heap.id = heap::NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
-        true
+        Some(heap.id)
     });
-    if !starting {
+    let Some(id) = starting else {
         return false;
-    }
+    };
+    with_thread_counters(|c| c.set_heap_id(id));
     crate::core::init::ensure();
     // Counters are listed only if the exit destructor will unlist them
     // (never under Miri and loom, which have no thread-exit key).

@@ -20,6 +20,12 @@
  *                double-free-remote (another thread frees it twice),
  *                double-free-after-remote (another thread frees it, then
  *                this one), interior (16 bytes into a 48-byte block)
+ *   overwrite-link  frees a 40-byte block, overwrites its free-list link
+ *                (a write after free), then mallocs until the allocator
+ *                takes the block again, after printing "expect " and the
+ *                abort line the secure level must give (must abort there)
+ *   order        mallocs 64 blocks of 40 bytes from a fresh pool and prints
+ *                "neighbours N": how many came right after the one before
  *   stress       four threads malloc, calloc, realloc and free blocks of
  *                many sizes, freeing each other's, filled with words that
  *                look like free-list links (must not abort)
@@ -142,6 +148,35 @@ static void misuse(const char *what) {
     printf("%s returned\n", what);
 }
 
+/* The overwrite-link mode (see the mode list). */
+static void overwrite_link(void) {
+    char *p = malloc(40);
+    /* A pool of 48-byte blocks is one 64 KiB arena slot, slot-aligned. */
+    uintptr_t pool = (uintptr_t)p & ~(uintptr_t)0xffff;
+    printf("expect strata-alloc: free list corrupted in the pool at 0x%016lx: "
+           "block 0x%016lx links to 0x\n",
+           (unsigned long)pool, (unsigned long)(uintptr_t)p);
+    fflush(stdout);
+    /* The compiler refuses a write through a pointer it saw freed. */
+    char *freed = launder(p);
+    free(p);
+    memset(freed, 0x41, 8);
+    /* The owner's frees wait until the blocks carved before run out. */
+    for (int i = 0; i < 100000; i++) launder(malloc(40));
+    printf("overwrite-link returned\n");
+}
+
+/* The order mode (see the mode list). */
+static void order(void) {
+    printf("order\n"); /* stdout's buffer first: not one of the 64 */
+    char *blocks[64];
+    for (int i = 0; i < 64; i++) blocks[i] = malloc(40);
+    int neighbours = 0;
+    for (int i = 1; i < 64; i++) neighbours += blocks[i] == blocks[i - 1] + 48;
+    printf("neighbours %d\n", neighbours);
+    for (int i = 0; i < 64; i++) free(blocks[i]);
+}
+
 /* Blocks handed between the stress threads. */
 static void *exchanged[4][512];
 
@@ -257,6 +292,11 @@ int main(int argc, char **argv) {
         return 0;
     } else if (strcmp(mode, "misuse") == 0 && argc > 2) {
         misuse(argv[2]);
+        return 0;
+    } else if (strcmp(mode, "order") == 0) {
+        order();
+    } else if (strcmp(mode, "overwrite-link") == 0) {
+        overwrite_link();
         return 0;
     } else if (strcmp(mode, "stress") == 0) {
         stress();
