@@ -16,7 +16,7 @@
 
 use std::ptr::{self, NonNull};
 
-use super::boxed::{header, release_last, release_weak, Header, CANDIDATE, COUNT, STRONG};
+use super::boxed::{header, release_last, release_weak, Header, CANDIDATE, COUNT, DROPPED, STRONG};
 use super::shim::{global, AtomicPtr, AtomicUsize, Ordering};
 
 struct Candidates {
@@ -48,7 +48,10 @@ pub(crate) unsafe fn release(h: NonNull<Header>) -> Option<usize> {
     let mut for_stack = false;
     loop {
         let last = cur & COUNT == 1;
-        let push = !last && cur & CANDIDATE == 0;
+        // A box whose value the collector dropped is never a candidate:
+        // nothing of it is left to form a cycle (this is the collector
+        // dropping the garbage's own handles to each other).
+        let push = !last && cur & (CANDIDATE | DROPPED) == 0;
         if push && !for_stack {
             // Safe to touch the box: our strong reference keeps it.
             header(h).weak.fetch_add(1, Ordering::Relaxed);
