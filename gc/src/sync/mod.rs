@@ -111,12 +111,17 @@
 //!
 //! # What the other threads wait for
 //!
-//! A thread never waits for a collection unless it touches an object the
-//! collection is looking at: locking a field of a scanned object waits until
+//! A thread waits for a collection only when it touches an object the
+//! collection is looking at, or when it outruns the collector: locking a field of a scanned object waits until
 //! the counts are read (a phase that runs no user code beyond `trace`, as
 //! long as the objects scanned: [`Stats::longest_lock_hold`]), and upgrading
 //! a `Weak` to an object being decided waits for the decision (no user
-//! code at all: [`Stats::longest_decision`]). Clones and drops never wait.
+//! code at all: [`Stats::longest_decision`]). Clones never wait, and drops
+//! do only when a thread makes garbage faster than the collector thread
+//! frees it: past 16 triggers' worth of candidates waiting during a
+//! collection, each further candidate waits for that collection to end, at
+//! most a millisecond (so the garbage a program can pile up is bounded,
+//! and a finalizer waiting for a lock the thread holds only delays it).
 //! Finalizers and the `Drop` impls of garbage run on the collecting thread.
 //!
 //! # Differences from `Arc`
