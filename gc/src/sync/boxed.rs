@@ -67,8 +67,9 @@ pub(crate) const EPOCHS: usize = mem::align_of::<Header>();
 
 // The epochs fit the strong word above its flags.
 const _: () = assert!(EPOCHS.is_power_of_two() && (EPOCHS as u64) < 1 << (64 - EPOCH_SHIFT));
-// The decision claims a sealed box with one addition (`sync::collect`).
-const _: () = assert!(NO_UPGRADE == SEALING << 1);
+// The decision claims a sealed box (and may mark it dropped) with one
+// addition (`sync::collect`).
+const _: () = assert!(NO_UPGRADE == SEALING << 1 && DROPPED == NO_UPGRADE << 1);
 
 /// The ordering of every read-modify-write of the strong word, and of the
 /// collector's reads of it: sequentially consistent, so that the proof of

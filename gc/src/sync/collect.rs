@@ -410,9 +410,11 @@ impl Scan {
     /// [`find_roots`](Scan::find_roots) read: one that gained a handle
     /// (`DIRTY`) or whose count moved since is reachable after all, and so
     /// is everything it reaches; the rest is claimed (`NO_UPGRADE`) and
-    /// unsealed. Runs no user code: this is the only wait an `upgrade` can
+    /// unsealed, and marked `DROPPED` in the same step if `drop_now` (no
+    /// finalizer will run: nothing can reach the values before they are
+    /// dropped). Runs no user code: this is the only wait an `upgrade` can
     /// have on the collector.
-    fn decide(&mut self, mut garbage: Vec<usize>) -> Vec<usize> {
+    fn decide(&mut self, mut garbage: Vec<usize>, drop_now: bool) -> Vec<usize> {
         let mut changed = Vec::new();
         for &i in &garbage {
             let old = header(self.objects[i]).strong.fetch_or(SEALING, STRONG);
@@ -432,14 +434,15 @@ impl Scan {
             }
             garbage.retain(|&i| self.marks[i] & REACHED == 0);
         }
+        let dropped = if drop_now { DROPPED } else { 0 };
         for &i in &garbage {
             let strong = &header(self.objects[i]).strong;
             // Claim and unseal in one step: an upgrade that waited sees
             // `NO_UPGRADE` as `SEALING` goes. With `SEALING` set and
-            // `NO_UPGRADE` clear, adding their difference carries the one
-            // bit into the other.
+            // `NO_UPGRADE` and `DROPPED` clear, adding their difference
+            // carries the one bit into the other.
             if self.marks[i] & CLAIMED == 0 {
-                strong.fetch_add(NO_UPGRADE - SEALING, STRONG);
+                strong.fetch_add(NO_UPGRADE - SEALING + dropped, STRONG);
             } else {
                 strong.fetch_and(!SEALING, STRONG);
             }
@@ -479,11 +482,20 @@ fn collect_once(
     scan.mark_from(None);
     let deciding = Instant::now();
     let unreached = scan.unreached();
-    let garbage = scan.decide(unreached);
+    let finalizers = unreached
+        .iter()
+        .any(|&i| header(scan.objects[i]).vtable.needs_finalize);
+    let garbage = scan.decide(unreached, !finalizers);
     stats.longest_decision = deciding.elapsed();
 
     let found = garbage.len();
-    let garbage = finalize_and_recheck(&mut scan, garbage, panics);
+    let garbage = if finalizers {
+        let garbage = finalize_and_recheck(&mut scan, garbage, panics);
+        mark_dropped(&scan, &garbage);
+        garbage
+    } else {
+        garbage
+    };
     destroy(&scan, &garbage, panics);
 
     // Release the holds of the survivors (reached, or resurrected); those
@@ -586,7 +598,7 @@ fn finalize_and_recheck(
     again.held.clear();
     again.mark_from(None);
     let unreached = again.unreached();
-    again.decide(unreached);
+    again.decide(unreached, false);
     let mut rest = Vec::new();
     for (j, &i) in garbage.iter().enumerate() {
         if again.marks[j] & REACHED != 0 {
@@ -630,14 +642,18 @@ fn resurrect(h: NonNull<Header>) {
     }
 }
 
-/// Drop the values of the garbage (all marked `DROPPED` first, so a `Drop`
-/// impl reaching another object of the garbage panics instead of reading a
-/// dropped value), then give up the scan's holds, which frees the boxes no
-/// weak handle refers to.
-fn destroy(scan: &Scan, garbage: &[usize], panics: &mut PanicSlot) {
+/// Mark the garbage `DROPPED` before any value of it is dropped, so that
+/// a `Drop` impl reaching another object of it panics instead of reading
+/// a dropped value (done by the decision when no finalizer runs).
+fn mark_dropped(scan: &Scan, garbage: &[usize]) {
     for &i in garbage {
         header(scan.objects[i]).strong.fetch_or(DROPPED, STRONG);
     }
+}
+
+/// Drop the values of the garbage (all already marked `DROPPED`), then give
+/// up the scan's holds, which frees the boxes no weak handle refers to.
+fn destroy(scan: &Scan, garbage: &[usize], panics: &mut PanicSlot) {
     for &i in garbage {
         let h = scan.objects[i];
         // SAFETY: the value is unreachable (the decision) and marked
