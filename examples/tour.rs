@@ -601,20 +601,22 @@ fn sync_tour(recorder: &Recorder) {
     let chords: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     // Waits for an automatic collection still running, then sweeps the rest.
     let swept = sync::collect();
-    let during = sync::stats();
     println!(
         "  a ring of {RING} peers walked by 2 threads (cloning each link), {chords} chords added, 10 000 two-peer cycles dropped"
     );
     println!(
-        "  automatic collections on the collector's thread: {}, finding {} objects; collect() after them: {swept} more",
-        during.collections - before.collections - 1,
-        during.collected - before.collected - swept
+        "  collect() after the walks: {swept} objects the background collector had not reached"
     );
     println!("  the ring survived: we still hold peer #{}", first.id);
     drop(first);
     let found = sync::collect();
     let after = sync::stats();
     println!("  dropped the last handle: collect() -> {found} (the ring, with its chords)");
+    println!(
+        "  automatic collections during this section: {}, finding {} objects",
+        after.collections - before.collections - 2,
+        after.collected - before.collected - swept - found
+    );
     println!(
         "  longest a mutator could wait on a lock the collector held: {:?}; on an upgrade: {:?}",
         after.longest_lock_hold, after.longest_decision
