@@ -15,6 +15,8 @@
 //! destructor leaves behind get one more collection after it.
 //! Shared references only: use [`RefCell`](std::cell::RefCell) (or
 //! [`Cell`](std::cell::Cell)) inside a `Gc` for mutation, as with `Rc`.
+//! For data shared between threads, [`sync::Gc`] is the `Arc` of this
+//! crate, with a concurrent collector of its own.
 //!
 //! # Tracing
 //!
