@@ -95,9 +95,15 @@ pub(crate) fn trigger() -> usize {
     }
 }
 
-/// Record what the last collection kept alive, for [`trigger`].
+/// Record what the last collection kept alive, for [`trigger`]: a
+/// collection that finds less than the one before halves the estimate
+/// instead of replacing it, so that collections of candidates already
+/// gone (which scan nothing) do not bring the trigger back down at once.
 pub(crate) fn set_survivors(n: usize) {
-    CONTROL.survivors.store(n, Ordering::Relaxed);
+    let before = CONTROL.survivors.load(Ordering::Relaxed);
+    CONTROL
+        .survivors
+        .store(n.max(before / 2), Ordering::Relaxed);
 }
 
 pub(crate) fn stats() -> Stats {
