@@ -568,42 +568,7 @@ fn pause_child(which: &str, n: usize) {
     }
 }
 
-/// Whether the command line's filter (if any) selects `id` (as
-/// `peak_rss_report` in `common/shapes.rs`, with fewer options).
-fn selected(id: &str) -> bool {
-    const TAKES_VALUE: &[&str] = &[
-        "--warm-up-time",
-        "--measurement-time",
-        "--sample-size",
-        "--save-baseline",
-        "-s",
-        "--baseline",
-        "-b",
-        "--load-baseline",
-        "--output-format",
-        "--color",
-        "-c",
-        "--profile-time",
-        "--format",
-    ];
-    let mut args = std::env::args().skip(1);
-    let mut filters = Vec::new();
-    while let Some(a) = args.next() {
-        if a == "--list" {
-            return false;
-        }
-        if TAKES_VALUE.contains(&a.as_str()) {
-            args.next();
-        } else if !a.starts_with('-') {
-            filters.push(a);
-        }
-    }
-    filters.is_empty()
-        || filters
-            .iter()
-            .flat_map(|f| f.split('|'))
-            .any(|f| id.contains(f))
-}
+include!("common/filter.rs");
 
 /// Run `kind` for `which` in a fresh child process of this binary; its
 /// stdout, or why it failed.
