@@ -5,9 +5,9 @@
 //! re-enters the collector.
 //!
 //! A program can make garbage faster than one collector thread frees it.
-//! Once [`BACKLOG`] times the trigger candidates wait while a collection
-//! runs, each further candidate makes its thread wait for that collection
-//! to end, at most a millisecond per candidate: the garbage a program can
+//! Once [`BACKLOG`] times the trigger candidates wait, each further
+//! candidate makes its thread wait for a collection to end, at most a
+//! millisecond per candidate: the garbage a program can
 //! pile up is then bounded, and a collection stuck in a finalizer that
 //! waits for a lock the thread holds delays it, never deadlocks it.
 
@@ -23,7 +23,7 @@ mod background {
     use std::thread;
     use std::time::Duration;
 
-    use super::super::collect::{collect, is_running, Trigger};
+    use super::super::collect::{collect, Trigger};
     use super::super::shim::lock;
 
     /// The collector thread's doorbell and the end-of-collection signal.
@@ -75,12 +75,15 @@ mod background {
     /// The longest a drop waits for the collector.
     const THROTTLE: Duration = Duration::from_millis(1);
 
-    /// Wait, at most [`THROTTLE`], for the collection running now to end.
+    /// Wait, at most [`THROTTLE`], for a collection to end: the one
+    /// running, or one asked for now if the collector thread is between
+    /// two (descheduled, say).
     pub(super) fn wait_for_collection() {
         let Some(bell) = doorbell() else { return };
-        let state = lock(&bell.state);
-        if !is_running() {
-            return;
+        let mut state = lock(&bell.state);
+        if !state.rung {
+            state.rung = true;
+            bell.ring.notify_one();
         }
         let seen = state.finished;
         let _ = bell

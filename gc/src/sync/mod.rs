@@ -118,9 +118,8 @@
 //! a `Weak` to an object being decided waits for the decision (no user
 //! code at all: [`Stats::longest_decision`]). Clones never wait, and drops
 //! do only when a thread makes garbage faster than the collector thread
-//! frees it: past 16 triggers' worth of candidates waiting during a
-//! collection, each further candidate waits for that collection to end, at
-//! most a millisecond (so the garbage a program can pile up is bounded,
+//! frees it: past 16 triggers' worth of candidates waiting, each further
+//! candidate waits for a collection to end, at most a millisecond (so the garbage a program can pile up is bounded,
 //! and a finalizer waiting for a lock the thread holds only delays it).
 //! Finalizers and the `Drop` impls of garbage run on the collecting thread.
 //!
