@@ -328,6 +328,54 @@ fn overwritten_free_list_link_aborts_naming_the_pool() {
     }
 }
 
+/// With the `secure` feature, a large block has a guard page after it: a
+/// write one byte past its usable end faults, fresh, from the cache,
+/// grown or shrunk by `realloc` (the guard moves with the end), at levels
+/// 1 and 2; every byte before it is writable. At level 0 (no guard) the
+/// program maps the page after the block itself and the write lands
+/// there: what faults is the guard, not an unmapped neighbour.
+#[test]
+#[cfg(feature = "secure")]
+fn write_past_a_large_block_hits_its_guard_page() {
+    use std::os::unix::process::ExitStatusExt;
+    for how in ["fresh", "grown"] {
+        let env = [("STRATA_SECURE", "0")];
+        let Some(out) = run(&["overflow-large", how], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "level 0 {how}: {stdout}");
+        assert!(
+            stdout.contains("neighbour mapped") && stdout.contains("overflow returned"),
+            "level 0 {how}: {stdout}"
+        );
+    }
+    for level in [None, Some("2")] {
+        let env: Vec<(&str, &str)> = level.iter().map(|l| ("STRATA_SECURE", *l)).collect();
+        for how in ["fresh", "reused", "grown", "shrunk"] {
+            let Some(out) = run(&["overflow-large", how], &env, Duration::from_secs(30)) else {
+                return;
+            };
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{level:?} {how}: {stdout}\n{stderr}"
+            );
+            let usable: usize = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("usable "))
+                .expect("the program printed the usable size")
+                .parse()
+                .unwrap();
+            assert!(usable >= 600 << 10, "{level:?} {how}: {usable}");
+            assert!(!stdout.contains("returned"), "{level:?} {how}: {stdout}");
+            assert!(!stdout.contains("neighbour"), "{level:?} {how}: {stdout}");
+        }
+    }
+}
+
 /// Four threads mallocing, reallocing and freeing each other's blocks,
 /// filled with what free-list links look like, trip no check.
 #[test]

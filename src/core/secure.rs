@@ -113,6 +113,18 @@ pub(crate) fn shuffles() -> bool {
     COMPILED && LEVEL.load(Ordering::Relaxed) >= 2
 }
 
+/// Whether each large block has a `PROT_NONE` guard page after it
+/// (level 1 and up): a linear overflow past its end faults at once. Runs
+/// [`ensure`] first: a large block may be the process's first allocation.
+#[inline]
+pub(crate) fn guards() -> bool {
+    if !COMPILED {
+        return false;
+    }
+    ensure();
+    LEVEL.load(Ordering::Relaxed) >= 1
+}
+
 /// A seed for [`shuffle`] of the blocks carved at `addr`: differs between
 /// processes (the key) and between carves (the address).
 pub(crate) fn seed_for(addr: usize) -> u64 {

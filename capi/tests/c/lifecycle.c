@@ -26,6 +26,14 @@
  *                abort line the secure level must give (must abort there)
  *   order        mallocs 64 blocks of 40 bytes from a fresh pool and prints
  *                "neighbours N": how many came right after the one before
+ *   overflow-large HOW  writes every byte of a large block (1 MiB; HOW is
+ *                fresh, reused: a cached mapping, grown: reallocated to
+ *                3 MiB, shrunk: reallocated to 600 KiB), printing
+ *                "usable N"; maps a page of its own right after the usable
+ *                end if that address is free ("neighbour mapped"), then
+ *                writes the byte one past the usable end and prints
+ *                "overflow returned" (at the secure level a guard page
+ *                holds that address: no neighbour, and the write faults)
  *   stress       four threads malloc, calloc, realloc and free blocks of
  *                many sizes, freeing each other's, filled with words that
  *                look like free-list links (must not abort)
@@ -178,6 +186,39 @@ static void order(void) {
 }
 
 /* Blocks handed between the stress threads. */
+static void overflow_large(const char *how) {
+    size_t size = 1 << 20;
+    char *p = malloc(size);
+    if (strcmp(how, "reused") == 0) {
+        free(p);
+        p = malloc(size - 4096);
+    } else if (strcmp(how, "grown") == 0) {
+        memset(p, 0x5a, size);
+        p = realloc(p, 3 * size);
+        if (p == NULL || p[size - 1] != 0x5a) exit(3);
+    } else if (strcmp(how, "shrunk") == 0) {
+        memset(p, 0x5a, size);
+        p = realloc(p, 600 << 10);
+        if (p == NULL || p[(600 << 10) - 1] != 0x5a) exit(3);
+    } else if (strcmp(how, "fresh") != 0) {
+        exit(2);
+    }
+    size_t usable = malloc_usable_size(p);
+    printf("usable %zu\n", usable);
+    /* Without a guard, the page after the block is usually unmapped and
+     * the write would fault anyway: fill it, so only a guard faults. */
+    void *next = p + usable;
+    void *got = mmap(next, 4096, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (got == next) printf("neighbour mapped\n");
+    else if (got != MAP_FAILED) munmap(got, 4096);
+    fflush(stdout);
+    memset(p, 1, usable);
+    ((volatile char *)p)[usable] = 1;
+    printf("overflow returned\n");
+    fflush(stdout);
+}
+
 static void *exchanged[4][512];
 
 static void *stress_thread(void *arg) {
@@ -297,6 +338,9 @@ int main(int argc, char **argv) {
         order();
     } else if (strcmp(mode, "overwrite-link") == 0) {
         overwrite_link();
+        return 0;
+    } else if (strcmp(mode, "overflow-large") == 0 && argc > 2) {
+        overflow_large(argv[2]);
         return 0;
     } else if (strcmp(mode, "stress") == 0) {
         stress();
