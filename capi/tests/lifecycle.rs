@@ -376,6 +376,33 @@ fn write_past_a_large_block_hits_its_guard_page() {
     }
 }
 
+/// With the `secure` feature, the last slot of every arena is a guard: a
+/// read there faults at levels 1 and 2, and is an ordinary read of the
+/// arena's reservation at level 0.
+#[test]
+#[cfg(feature = "secure")]
+fn the_last_slot_of_an_arena_is_a_guard() {
+    use std::os::unix::process::ExitStatusExt;
+    for level in ["0", "1", "2"] {
+        let env = [("STRATA_SECURE", level)];
+        let Some(out) = run(&["arena-guard"], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if level == "0" {
+            assert!(out.status.success(), "level 0: {stdout}");
+            assert!(stdout.contains("read returned"), "level 0: {stdout}");
+        } else {
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{level}: {stdout}"
+            );
+            assert!(!stdout.contains("returned"), "{level}: {stdout}");
+        }
+    }
+}
+
 /// Four threads mallocing, reallocing and freeing each other's blocks,
 /// filled with what free-list links look like, trip no check.
 #[test]

@@ -34,6 +34,9 @@
  *                writes the byte one past the usable end and prints
  *                "overflow returned" (at the secure level a guard page
  *                holds that address: no neighbour, and the write faults)
+ *   arena-guard  reads the last byte of the arena of a 16-byte block, then
+ *                prints "read returned" (at the secure level the arena's
+ *                last slot is a guard and the read must fault)
  *   stress       four threads malloc, calloc, realloc and free blocks of
  *                many sizes, freeing each other's, filled with words that
  *                look like free-list links (must not abort)
@@ -341,6 +344,13 @@ int main(int argc, char **argv) {
         return 0;
     } else if (strcmp(mode, "overflow-large") == 0 && argc > 2) {
         overflow_large(argv[2]);
+        return 0;
+    } else if (strcmp(mode, "arena-guard") == 0) {
+        char *p = malloc(16);
+        uintptr_t arena = (uintptr_t)p & ~(uintptr_t)((4 << 20) - 1);
+        volatile char *last = (volatile char *)(arena + (4 << 20) - 1);
+        printf("read %d\n", *last);
+        printf("read returned\n");
         return 0;
     } else if (strcmp(mode, "stress") == 0) {
         stress();
