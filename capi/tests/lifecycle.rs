@@ -376,6 +376,35 @@ fn write_past_a_large_block_hits_its_guard_page() {
     }
 }
 
+/// With the `secure` feature at level 2, a freed small block is zeroed
+/// (but its link and tag words): the `malloc` right after, of the same
+/// size on the same thread, gets the block back and reads zeros; at
+/// level 1 it reads what was written before the free.
+#[test]
+#[cfg(feature = "secure")]
+fn freed_blocks_are_zeroed_at_level_2() {
+    for size in ["40", "100", "3000"] {
+        for level in ["1", "2"] {
+            let env = [("STRATA_SECURE", level)];
+            let Some(out) = run(&["reuse", size], &env, Duration::from_secs(30)) else {
+                return;
+            };
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{level} {size}: {stdout}");
+            assert!(stdout.contains("same"), "{level} {size}: {stdout}");
+            let nonzero: usize = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("nonzero "))
+                .expect("the program counted")
+                .parse()
+                .unwrap();
+            let written = size.parse::<usize>().unwrap() - 16;
+            let expected = if level == "2" { 0 } else { written };
+            assert_eq!(nonzero, expected, "{level} {size}: {stdout}");
+        }
+    }
+}
+
 /// With the `secure` feature, the last slot of every arena is a guard: a
 /// read there faults at levels 1 and 2, and is an ordinary read of the
 /// arena's reservation at level 0.

@@ -25,11 +25,12 @@ use core::ptr;
 
 use crate::core::abandoned::abandoned;
 use crate::core::arena::{self, registry};
-use crate::core::counters::{live_counters, Counters, NO_SLOT};
+use crate::core::counters::{live_counters, Counters, NO_FREE_KEY, NO_SLOT};
 use crate::core::os;
 use crate::core::pool::{
     is_tagged_free, release_pool, tag_free, Block, Pool, ABANDONED, TYPED_OWNER,
 };
+use crate::core::secure;
 use crate::core::size_class::{
     direct_index, direct_slots, pool_slots, DIRECT_LAST_CLASS, DIRECT_MAX, DIRECT_SLOTS,
     NUM_CLASSES,
@@ -254,8 +255,14 @@ impl Heap {
     #[inline(always)]
     #[must_use]
     pub(crate) unsafe fn free(&mut self, p: *mut u8) -> bool {
+        // At secure level 2, every free takes the path that zeroes.
+        let key = if secure::zeroes() {
+            NO_FREE_KEY
+        } else {
+            self.id
+        };
         // SAFETY: forwarded contract.
-        match unsafe { self.free_keyed(p, self.id) } {
+        match unsafe { self.free_keyed(p, key) } {
             Freed::Done => false,
             // SAFETY: forwarded contract; `p` is checked, not freed yet.
             Freed::NotKey(pool) => unsafe { self.free_not_key(&*pool, p) },
@@ -314,6 +321,8 @@ impl Heap {
                 unsafe { self.free_tagged(pool, block) };
                 return false;
             }
+            // SAFETY: a live block of `pool` (caller), checked.
+            unsafe { zero_if_secure(pool, block) };
             // SAFETY: forwarded contract.
             unsafe { self.free_local(pool, block) };
             false
@@ -350,7 +359,10 @@ impl Heap {
     unsafe fn free_tagged(&mut self, pool: &Pool, block: *mut Block) {
         self.confirm_double_free(pool, block.cast());
         // SAFETY: not on our lists, so live (the program stored the tag).
-        unsafe { self.free_local(pool, block) };
+        unsafe {
+            zero_if_secure(pool, block);
+            self.free_local(pool, block)
+        };
     }
 
     /// A block of ours being freed carries the free tag: it is freed a
@@ -423,7 +435,10 @@ impl Heap {
                     crate::core::diag::abort_with_pointer(b"double free of ", block.cast());
                 }
                 // SAFETY: as above; the block is live (caller).
-                unsafe { tag_free(block) };
+                unsafe {
+                    zero_if_secure(pool, block);
+                    tag_free(block)
+                };
                 if owner == ABANDONED {
                     // SAFETY: forwarded contract.
                     unsafe { self.free_abandoned(pool, block) }
@@ -770,6 +785,23 @@ fn check_free(pool: &Pool, p: *mut u8) {
     let owner = pool.owner.load(Ordering::Relaxed);
     if owner != 0 && owner != TYPED_OWNER && !pool.is_block_start(p) {
         crate::core::diag::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
+    }
+}
+
+/// At secure level 2 ([`secure::zeroes`]), zeroes the freed `block` but
+/// its first two words (the link and the tag, written next by the free),
+/// so a use after free reads zeros; else does nothing.
+///
+/// # Safety
+/// `block` must be a live block of `pool`, of a size class (at least 16
+/// bytes), being freed.
+#[inline]
+unsafe fn zero_if_secure(pool: &Pool, block: *mut Block) {
+    if secure::zeroes() {
+        let size = pool.block_size as usize;
+        // SAFETY: the block's own bytes past its two words (caller); no
+        // one else reads a block while it is being freed.
+        unsafe { ptr::write_bytes(block.cast::<u8>().add(16), 0, size - 16) };
     }
 }
 

@@ -34,6 +34,11 @@
  *                writes the byte one past the usable end and prints
  *                "overflow returned" (at the secure level a guard page
  *                holds that address: no neighbour, and the write faults)
+ *   reuse SIZE   mallocs SIZE bytes, fills them with 0xAB, frees them,
+ *                mallocs SIZE until it gets the block back (a pool's
+ *                fresh blocks come first; a neighbour stays live), prints "same" or "moved" and
+ *                "nonzero N": how many bytes past the first 16 (the link
+ *                and tag words) do not read zero
  *   arena-guard  reads the last byte of the arena of a 16-byte block, then
  *                prints "read returned" (at the secure level the arena's
  *                last slot is a guard and the read must fault)
@@ -344,6 +349,22 @@ int main(int argc, char **argv) {
         return 0;
     } else if (strcmp(mode, "overflow-large") == 0 && argc > 2) {
         overflow_large(argv[2]);
+        return 0;
+    } else if (strcmp(mode, "reuse") == 0 && n > 16) {
+        /* A neighbour kept live: the pool does not empty (and reset). */
+        volatile unsigned char *keep = malloc(n);
+        unsigned char *p = malloc(n);
+        keep[0] = 1;
+        /* Volatile: a store right before free is otherwise dead. */
+        for (int i = 0; i < n; i++) ((volatile unsigned char *)p)[i] = 0xab;
+        free(p);
+        volatile unsigned char *q = NULL;
+        for (int i = 0; i < 100000 && (void *)q != (void *)p; i++) q = malloc(n);
+        printf("%s\n", (void *)q == (void *)p ? "same" : "moved");
+        int nonzero = 0;
+        for (int i = 16; i < n; i++) nonzero += q[i] != 0;
+        printf("nonzero %d\n", nonzero);
+        free((void *)q);
         return 0;
     } else if (strcmp(mode, "arena-guard") == 0) {
         char *p = malloc(16);
