@@ -313,6 +313,45 @@ impl Heap {
     /// [`Heap::free_keyed`], not yet freed.
     #[inline(always)]
     pub(crate) unsafe fn free_not_key(&mut self, pool: &Pool, p: *mut u8) -> bool {
+        // At secure level 2 every free comes here (the free key is the one
+        // of no pool): a tail call before anything is live, so level 1
+        // pays only the test.
+        if secure::zeroes_set() {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_zeroing(pool, p) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_not_key_plain(pool, p) }
+    }
+
+    /// [`Heap::free_not_key`] at secure level 2: zeroes the block (but its
+    /// link and tag words) once it is known to be a heap's block and not
+    /// tagged free, then frees it. A tagged block goes on unzeroed to the
+    /// double-free checks (a live block that holds the tag by chance is
+    /// zeroed by [`Heap::free_tagged`]).
+    ///
+    /// # Safety
+    /// As for [`Heap::free_not_key`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_zeroing(&mut self, pool: &Pool, p: *mut u8) -> bool {
+        let block = p.cast::<Block>();
+        let owner = pool.owner.load(Ordering::Relaxed);
+        // SAFETY: a block start (checked) of a pool: of a size class.
+        if owner != 0 && owner != TYPED_OWNER && !unsafe { is_tagged_free(block) } {
+            // SAFETY: a live block of a heap's pool (caller), checked.
+            unsafe { zero_freed(pool, block) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_not_key_plain(pool, p) }
+    }
+
+    /// [`Heap::free_not_key`] without the zeroing.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_not_key`].
+    #[inline(always)]
+    unsafe fn free_not_key_plain(&mut self, pool: &Pool, p: *mut u8) -> bool {
         let block = p.cast::<Block>();
         if self.id != 0 && pool.owner.load(Ordering::Relaxed) == self.id {
             // SAFETY: a block start (checked) of a pool of ours.
@@ -321,8 +360,6 @@ impl Heap {
                 unsafe { self.free_tagged(pool, block) };
                 return false;
             }
-            // SAFETY: a live block of `pool` (caller), checked.
-            unsafe { zero_if_secure(pool, block) };
             // SAFETY: forwarded contract.
             unsafe { self.free_local(pool, block) };
             false
@@ -435,10 +472,7 @@ impl Heap {
                     crate::core::diag::abort_with_pointer(b"double free of ", block.cast());
                 }
                 // SAFETY: as above; the block is live (caller).
-                unsafe {
-                    zero_if_secure(pool, block);
-                    tag_free(block)
-                };
+                unsafe { tag_free(block) };
                 if owner == ABANDONED {
                     // SAFETY: forwarded contract.
                     unsafe { self.free_abandoned(pool, block) }
@@ -795,14 +829,26 @@ fn check_free(pool: &Pool, p: *mut u8) {
 /// # Safety
 /// `block` must be a live block of `pool`, of a size class (at least 16
 /// bytes), being freed.
-#[inline]
+#[inline(always)]
 unsafe fn zero_if_secure(pool: &Pool, block: *mut Block) {
-    if secure::zeroes() {
-        let size = pool.block_size as usize;
-        // SAFETY: the block's own bytes past its two words (caller); no
-        // one else reads a block while it is being freed.
-        unsafe { ptr::write_bytes(block.cast::<u8>().add(16), 0, size - 16) };
+    // The pool exists: the level is set.
+    if secure::zeroes_set() {
+        // SAFETY: forwarded contract.
+        unsafe { zero_freed(pool, block) };
     }
+}
+
+/// [`zero_if_secure`]'s work, out of line: level 1 pays only the test.
+///
+/// # Safety
+/// As for [`zero_if_secure`].
+#[cold]
+#[inline(never)]
+unsafe fn zero_freed(pool: &Pool, block: *mut Block) {
+    let size = pool.block_size as usize;
+    // SAFETY: the block's own bytes past its two words (caller); no one
+    // else reads a block while it is being freed.
+    unsafe { ptr::write_bytes(block.cast::<u8>().add(16), 0, size - 16) };
 }
 
 #[cfg(test)]

@@ -138,6 +138,12 @@ pub(crate) fn zeroes() -> bool {
     LEVEL.load(Ordering::Relaxed) >= 2
 }
 
+/// [`zeroes`] where [`ensure`] has run (a pool exists): a load.
+#[inline(always)]
+pub(crate) fn zeroes_set() -> bool {
+    COMPILED && LEVEL.load(Ordering::Relaxed) >= 2
+}
+
 /// A seed for [`shuffle`] of the blocks carved at `addr`: differs between
 /// processes (the key) and between carves (the address).
 pub(crate) fn seed_for(addr: usize) -> u64 {
