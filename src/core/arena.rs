@@ -172,6 +172,9 @@ unsafe fn mark_free(run: &SlotRun, now: u64) {
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct ArenaTotals {
     pub arenas: usize,
+    /// Slots that never hold a pool: the headers, and the guard slots at
+    /// the secure level.
+    pub reserved_slots: usize,
     pub free_slots: usize,
     pub dirty_slots: usize,
     pub arenas_unmapped: usize,
@@ -507,6 +510,7 @@ impl Registry {
         self.with_state(|state| {
             let mut totals = ArenaTotals {
                 arenas: state.arenas,
+                reserved_slots: state.arenas * (!pool_slots()).count_ones() as usize,
                 arenas_unmapped: state.arenas_unmapped,
                 purged_bytes: state.purged_bytes,
                 ..ArenaTotals::default()
