@@ -328,6 +328,110 @@ fn overwritten_free_list_link_aborts_naming_the_pool() {
     }
 }
 
+/// With the `secure` feature, a large block has a guard page after it: a
+/// write one byte past its usable end faults, fresh, from the cache,
+/// grown or shrunk by `realloc` (the guard moves with the end), at levels
+/// 1 and 2; every byte before it is writable. At level 0 (no guard) the
+/// program maps the page after the block itself and the write lands
+/// there: what faults is the guard, not an unmapped neighbour.
+#[test]
+#[cfg(feature = "secure")]
+fn write_past_a_large_block_hits_its_guard_page() {
+    use std::os::unix::process::ExitStatusExt;
+    for how in ["fresh", "grown"] {
+        let env = [("STRATA_SECURE", "0")];
+        let Some(out) = run(&["overflow-large", how], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "level 0 {how}: {stdout}");
+        assert!(
+            stdout.contains("neighbour mapped") && stdout.contains("overflow returned"),
+            "level 0 {how}: {stdout}"
+        );
+    }
+    for level in [None, Some("2")] {
+        let env: Vec<(&str, &str)> = level.iter().map(|l| ("STRATA_SECURE", *l)).collect();
+        for how in ["fresh", "reused", "grown", "shrunk"] {
+            let Some(out) = run(&["overflow-large", how], &env, Duration::from_secs(30)) else {
+                return;
+            };
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{level:?} {how}: {stdout}\n{stderr}"
+            );
+            let usable: usize = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("usable "))
+                .expect("the program printed the usable size")
+                .parse()
+                .unwrap();
+            assert!(usable >= 600 << 10, "{level:?} {how}: {usable}");
+            assert!(!stdout.contains("returned"), "{level:?} {how}: {stdout}");
+            assert!(!stdout.contains("neighbour"), "{level:?} {how}: {stdout}");
+        }
+    }
+}
+
+/// With the `secure` feature at level 2, a freed small block is zeroed
+/// (but its link and tag words): the `malloc` right after, of the same
+/// size on the same thread, gets the block back and reads zeros; at
+/// level 1 it reads what was written before the free.
+#[test]
+#[cfg(feature = "secure")]
+fn freed_blocks_are_zeroed_at_level_2() {
+    for size in ["40", "100", "3000"] {
+        for level in ["1", "2"] {
+            let env = [("STRATA_SECURE", level)];
+            let Some(out) = run(&["reuse", size], &env, Duration::from_secs(30)) else {
+                return;
+            };
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{level} {size}: {stdout}");
+            assert!(stdout.contains("same"), "{level} {size}: {stdout}");
+            let nonzero: usize = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("nonzero "))
+                .expect("the program counted")
+                .parse()
+                .unwrap();
+            let written = size.parse::<usize>().unwrap() - 16;
+            let expected = if level == "2" { 0 } else { written };
+            assert_eq!(nonzero, expected, "{level} {size}: {stdout}");
+        }
+    }
+}
+
+/// With the `secure` feature, the last slot of every arena is a guard: a
+/// read there faults at levels 1 and 2, and is an ordinary read of the
+/// arena's reservation at level 0.
+#[test]
+#[cfg(feature = "secure")]
+fn the_last_slot_of_an_arena_is_a_guard() {
+    use std::os::unix::process::ExitStatusExt;
+    for level in ["0", "1", "2"] {
+        let env = [("STRATA_SECURE", level)];
+        let Some(out) = run(&["arena-guard"], &env, Duration::from_secs(30)) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if level == "0" {
+            assert!(out.status.success(), "level 0: {stdout}");
+            assert!(stdout.contains("read returned"), "level 0: {stdout}");
+        } else {
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{level}: {stdout}"
+            );
+            assert!(!stdout.contains("returned"), "{level}: {stdout}");
+        }
+    }
+}
+
 /// Four threads mallocing, reallocing and freeing each other's blocks,
 /// filled with what free-list links look like, trip no check.
 #[test]

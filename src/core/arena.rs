@@ -21,6 +21,7 @@ use core::ptr;
 
 use crate::core::chunk_map;
 use crate::core::os;
+use crate::core::secure;
 use crate::core::sync::{AtomicU64, AtomicUsize, Ordering, RawLock};
 
 /// Arena size and alignment. 4 MiB: big enough that `mmap` calls are rare
@@ -38,6 +39,20 @@ pub const SLOT_META_SIZE: usize = if cfg!(loom) { 256 } else { 128 };
 const POOL_SHIFT: u32 = POOL_SIZE.trailing_zeros();
 /// Bitmap of the slots that can hold pools.
 const ALL_POOL_SLOTS: u64 = !1;
+/// The last slot, kept `PROT_NONE` at the secure level: a guard between
+/// the last pool of an arena and whatever is mapped after it.
+const GUARD_SLOT: usize = SLOTS_PER_ARENA - 1;
+
+/// The slots of an arena that can hold pools: all but the header's, and
+/// at the secure level ([`secure::guards`]) all but [`GUARD_SLOT`] too.
+#[inline]
+fn pool_slots() -> u64 {
+    if secure::guards() {
+        ALL_POOL_SLOTS & !(1 << GUARD_SLOT)
+    } else {
+        ALL_POOL_SLOTS
+    }
+}
 /// First word of every arena header; large-block headers use another.
 pub(crate) const ARENA_MAGIC: usize = 0x5354_5241_5441_4152; // "STRATAAR"
 
@@ -157,6 +172,9 @@ unsafe fn mark_free(run: &SlotRun, now: u64) {
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct ArenaTotals {
     pub arenas: usize,
+    /// Slots that never hold a pool: the headers, and the guard slots at
+    /// the secure level.
+    pub reserved_slots: usize,
     pub free_slots: usize,
     pub dirty_slots: usize,
     pub arenas_unmapped: usize,
@@ -311,11 +329,24 @@ impl Registry {
             return base;
         }
         chunk_map::set(base.addr(), chunk_map::ARENA);
+        let slots = pool_slots();
+        if slots & (1 << GUARD_SLOT) == 0 {
+            // Refused (too many mappings): the slot stays unused, unguarded.
+            // SAFETY: the last slot of the fresh reservation, never handed
+            // out, holds no data.
+            unsafe {
+                os::protect(
+                    base.cast::<u8>().add(GUARD_SLOT * POOL_SIZE),
+                    POOL_SIZE,
+                    false,
+                )
+            };
+        }
         // SAFETY: `base` is a fresh zeroed reservation big enough for the
         // header; we initialise the fields the registry reads.
         unsafe {
             ptr::addr_of_mut!((*base).magic).write(ARENA_MAGIC);
-            ptr::addr_of_mut!((*base).free_slots).write(ALL_POOL_SLOTS);
+            ptr::addr_of_mut!((*base).free_slots).write(slots);
             ptr::addr_of_mut!((*base).dirty_slots).write(0);
             ptr::addr_of_mut!((*base).last_release_ms).write(0);
             ptr::addr_of_mut!((*base).prev).write(ptr::null_mut());
@@ -408,7 +439,7 @@ impl Registry {
                 let next = a.next;
                 if a.dirty_slots != 0 {
                     if force || now >= a.last_release_ms.saturating_add(delay) {
-                        if a.free_slots == ALL_POOL_SLOTS {
+                        if a.free_slots == pool_slots() {
                             Self::unmap_arena(state, arena, &self.mapped_bytes);
                         } else {
                             // The raw list pointer, not `a`: its provenance
@@ -479,6 +510,7 @@ impl Registry {
         self.with_state(|state| {
             let mut totals = ArenaTotals {
                 arenas: state.arenas,
+                reserved_slots: state.arenas * (!pool_slots()).count_ones() as usize,
                 arenas_unmapped: state.arenas_unmapped,
                 purged_bytes: state.purged_bytes,
                 ..ArenaTotals::default()
@@ -489,7 +521,7 @@ impl Registry {
                 let a = unsafe { &*arena };
                 totals.free_slots += a.free_slots.count_ones() as usize;
                 totals.dirty_slots += a.dirty_slots.count_ones() as usize;
-                let mut used = ALL_POOL_SLOTS & !a.free_slots;
+                let mut used = pool_slots() & !a.free_slots;
                 while used != 0 {
                     let first = used.trailing_zeros() as usize;
                     let mut count = 1;

@@ -15,6 +15,7 @@ use core::ptr;
 
 use crate::core::abandoned::abandoned;
 use crate::core::hooks;
+use crate::core::secure;
 use crate::core::sync::{Ordering, RawLock};
 
 /// `Heap::counters_slot` of a thread whose counters are not listed.
@@ -62,7 +63,8 @@ pub(crate) struct Counters {
     enabled: core::sync::atomic::AtomicBool,
     /// The owner's heap id (0 until its heap starts).
     heap_id: core::sync::atomic::AtomicUsize,
-    /// `heap_id` while the owner does not count, else [`NO_FREE_KEY`]:
+    /// `heap_id` while the owner does not count (and frees do not zero
+    /// blocks, secure level 2), else [`NO_FREE_KEY`]:
     /// what the owner's free fast path compares a pool's owner with, so
     /// that one compare both finds its own pools and leaves the fast path
     /// while counting. Written with `enabled`.
@@ -116,7 +118,13 @@ impl Counters {
     fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
         let id = self.heap_id.load(Ordering::Relaxed);
-        let key = if on || id == 0 { NO_FREE_KEY } else { id };
+        // At secure level 2 the owner's frees all take the slow path,
+        // which zeroes blocks: the fast path stays as it is at level 1.
+        let key = if on || id == 0 || secure::zeroes() {
+            NO_FREE_KEY
+        } else {
+            id
+        };
         self.free_key.store(key, Ordering::Relaxed);
     }
 

@@ -25,11 +25,12 @@ use core::ptr;
 
 use crate::core::abandoned::abandoned;
 use crate::core::arena::{self, registry};
-use crate::core::counters::{live_counters, Counters, NO_SLOT};
+use crate::core::counters::{live_counters, Counters, NO_FREE_KEY, NO_SLOT};
 use crate::core::os;
 use crate::core::pool::{
     is_tagged_free, release_pool, tag_free, Block, Pool, ABANDONED, TYPED_OWNER,
 };
+use crate::core::secure;
 use crate::core::size_class::{
     direct_index, direct_slots, pool_slots, DIRECT_LAST_CLASS, DIRECT_MAX, DIRECT_SLOTS,
     NUM_CLASSES,
@@ -254,8 +255,14 @@ impl Heap {
     #[inline(always)]
     #[must_use]
     pub(crate) unsafe fn free(&mut self, p: *mut u8) -> bool {
+        // At secure level 2, every free takes the path that zeroes.
+        let key = if secure::zeroes() {
+            NO_FREE_KEY
+        } else {
+            self.id
+        };
         // SAFETY: forwarded contract.
-        match unsafe { self.free_keyed(p, self.id) } {
+        match unsafe { self.free_keyed(p, key) } {
             Freed::Done => false,
             // SAFETY: forwarded contract; `p` is checked, not freed yet.
             Freed::NotKey(pool) => unsafe { self.free_not_key(&*pool, p) },
@@ -306,6 +313,45 @@ impl Heap {
     /// [`Heap::free_keyed`], not yet freed.
     #[inline(always)]
     pub(crate) unsafe fn free_not_key(&mut self, pool: &Pool, p: *mut u8) -> bool {
+        // At secure level 2 every free comes here (the free key is the one
+        // of no pool): a tail call before anything is live, so level 1
+        // pays only the test.
+        if secure::zeroes_set() {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_zeroing(pool, p) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_not_key_plain(pool, p) }
+    }
+
+    /// [`Heap::free_not_key`] at secure level 2: zeroes the block (but its
+    /// link and tag words) once it is known to be a heap's block and not
+    /// tagged free, then frees it. A tagged block goes on unzeroed to the
+    /// double-free checks (a live block that holds the tag by chance is
+    /// zeroed by [`Heap::free_tagged`]).
+    ///
+    /// # Safety
+    /// As for [`Heap::free_not_key`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_zeroing(&mut self, pool: &Pool, p: *mut u8) -> bool {
+        let block = p.cast::<Block>();
+        let owner = pool.owner.load(Ordering::Relaxed);
+        // SAFETY: a block start (checked) of a pool: of a size class.
+        if owner != 0 && owner != TYPED_OWNER && !unsafe { is_tagged_free(block) } {
+            // SAFETY: a live block of a heap's pool (caller), checked.
+            unsafe { zero_freed(pool, block) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_not_key_plain(pool, p) }
+    }
+
+    /// [`Heap::free_not_key`] without the zeroing.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_not_key`].
+    #[inline(always)]
+    unsafe fn free_not_key_plain(&mut self, pool: &Pool, p: *mut u8) -> bool {
         let block = p.cast::<Block>();
         if self.id != 0 && pool.owner.load(Ordering::Relaxed) == self.id {
             // SAFETY: a block start (checked) of a pool of ours.
@@ -350,7 +396,10 @@ impl Heap {
     unsafe fn free_tagged(&mut self, pool: &Pool, block: *mut Block) {
         self.confirm_double_free(pool, block.cast());
         // SAFETY: not on our lists, so live (the program stored the tag).
-        unsafe { self.free_local(pool, block) };
+        unsafe {
+            zero_if_secure(pool, block);
+            self.free_local(pool, block)
+        };
     }
 
     /// A block of ours being freed carries the free tag: it is freed a
@@ -771,6 +820,35 @@ fn check_free(pool: &Pool, p: *mut u8) {
     if owner != 0 && owner != TYPED_OWNER && !pool.is_block_start(p) {
         crate::core::diag::abort_with_pointer(b"free of a pointer that is not a block start: ", p);
     }
+}
+
+/// At secure level 2 ([`secure::zeroes`]), zeroes the freed `block` but
+/// its first two words (the link and the tag, written next by the free),
+/// so a use after free reads zeros; else does nothing.
+///
+/// # Safety
+/// `block` must be a live block of `pool`, of a size class (at least 16
+/// bytes), being freed.
+#[inline(always)]
+unsafe fn zero_if_secure(pool: &Pool, block: *mut Block) {
+    // The pool exists: the level is set.
+    if secure::zeroes_set() {
+        // SAFETY: forwarded contract.
+        unsafe { zero_freed(pool, block) };
+    }
+}
+
+/// [`zero_if_secure`]'s work, out of line: level 1 pays only the test.
+///
+/// # Safety
+/// As for [`zero_if_secure`].
+#[cold]
+#[inline(never)]
+unsafe fn zero_freed(pool: &Pool, block: *mut Block) {
+    let size = pool.block_size as usize;
+    // SAFETY: the block's own bytes past its two words (caller); no one
+    // else reads a block while it is being freed.
+    unsafe { ptr::write_bytes(block.cast::<u8>().add(16), 0, size - 16) };
 }
 
 #[cfg(test)]

@@ -15,6 +15,13 @@
 //! the address space after it is free, else by moving the pages (no copy).
 //!
 //!
+//! At the secure level (the `secure` feature, level 1 and up) the last
+//! page of each mapping is a `PROT_NONE` guard ([`secure::guards`]), left
+//! out of the usable size: a linear overflow past the block faults at
+//! once. The guard is lifted before the mapping is resized or cached
+//! (an `mremap` must see one uniform mapping, and a cached mapping is
+//! reused at other sizes) and set again at the new end.
+//!
 //! Freed mappings wait in the [`large_cache`] for reuse.
 
 use core::ptr;
@@ -23,6 +30,7 @@ use crate::core::arena::ARENA_SIZE;
 use crate::core::chunk_map;
 use crate::core::large_cache::cache;
 use crate::core::os::{self, round_to_page};
+use crate::core::secure;
 use crate::core::sync::Ordering;
 // Plain core atomics even under loom: these are relaxed statistics
 // counters, not part of any protocol, and must be const-initialisable.
@@ -45,6 +53,34 @@ struct Header {
     /// The size last asked for (`alloc`, `realloc`): tells a `realloc`
     /// that grows into the mapping's slack from one that shrinks.
     requested: usize,
+    /// Bytes of `PROT_NONE` guard at the end of the mapping (a page at the
+    /// secure level, else 0), part of `map_size`, not of the usable size.
+    guard: usize,
+}
+
+/// The guard after each large block: a page at the secure level, else 0.
+#[inline]
+fn guard_size() -> usize {
+    if secure::guards() {
+        os::page_size()
+    } else {
+        0
+    }
+}
+
+/// Sets (`on`) or lifts the guard of `guard` bytes at the end of the
+/// mapping `[base, base + map_size)`. A guard the OS refuses to set (too
+/// many mappings) is left off: the page is then slack, never handed out.
+///
+/// # Safety
+/// The range must be a whole mapping of a large block, its last `guard`
+/// bytes holding no live data.
+unsafe fn set_guard(base: *mut u8, map_size: usize, guard: usize, on: bool) {
+    if guard != 0 {
+        // SAFETY: whole pages at the end of our mapping (caller), outside
+        // the usable size.
+        unsafe { os::protect(base.add(map_size - guard), guard, !on) };
+    }
 }
 
 /// Large blocks and their mapped bytes, for stats.
@@ -77,7 +113,12 @@ fn header_of(p: *const u8) -> *mut Header {
 /// zero (free for fresh mappings, a memset for cached ones).
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let (offset, map_align, map_at) = placement(align);
-    let Some(map_size) = offset.checked_add(size).and_then(round_to_page) else {
+    let guard = guard_size();
+    let Some(map_size) = offset
+        .checked_add(size)
+        .and_then(round_to_page)
+        .and_then(|n| n.checked_add(guard))
+    else {
         return ptr::null_mut();
     };
     let cached = cache().take(map_size, map_align, map_at);
@@ -89,9 +130,11 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let (base, map_size) = match reused {
         Some((base, map_size, resident)) => {
             if zeroed {
+                // The guard page is not set yet, and not zeroed (never read).
+                let end = resident.min(map_size - guard);
                 // SAFETY: the mapping is ours and holds no live data; past
                 // `resident`, pages are fresh and read as zero.
-                unsafe { ptr::write_bytes(base.add(offset), 0, resident - offset) };
+                unsafe { ptr::write_bytes(base.add(offset), 0, end - offset) };
             }
             (base, map_size)
         }
@@ -105,6 +148,9 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             (base, map_size)
         }
     };
+    // SAFETY: the whole mapping is this new block's; its last `guard`
+    // bytes are past the usable size.
+    unsafe { set_guard(base, map_size, guard, true) };
     // SAFETY: `offset < map_size`, the header page lies inside the mapping.
     let data = unsafe { base.add(offset) };
     // SAFETY: the header location is in the mapping and aligned.
@@ -116,11 +162,12 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             map_align,
             map_at,
             requested: size,
+            guard,
         })
     };
     LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
     LARGE_MAPPED.fetch_add(map_size, Ordering::Relaxed);
-    LARGE_USABLE.fetch_add(map_size - offset, Ordering::Relaxed);
+    LARGE_USABLE.fetch_add(map_size - guard - offset, Ordering::Relaxed);
     data
 }
 
@@ -185,9 +232,12 @@ pub(crate) unsafe fn free(p: *mut u8) {
     unsafe { (*header_of(p)).magic = FREED_MAGIC };
     LARGE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
     LARGE_MAPPED.fetch_sub(h.map_size, Ordering::Relaxed);
-    LARGE_USABLE.fetch_sub(h.map_size - h.data_offset, Ordering::Relaxed);
+    LARGE_USABLE.fetch_sub(h.map_size - h.guard - h.data_offset, Ordering::Relaxed);
     // SAFETY: the whole mapping belongs to this block, which dies now.
     let base = unsafe { p.sub(h.data_offset) };
+    // Lifted: the cache hands the mapping out again at any size.
+    // SAFETY: as above.
+    unsafe { set_guard(base, h.map_size, h.guard, false) };
     if !cache().put(base, h.map_size, h.map_align, h.map_at) {
         unmark(base, h.map_at);
         // SAFETY: as above.
@@ -204,7 +254,7 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: a live large block has a valid header.
     let h = unsafe { header_of(p).read() };
     check_magic(&h, p);
-    h.map_size - h.data_offset
+    h.map_size - h.guard - h.data_offset
 }
 
 /// Resizes large block `p` to at least `new_size` bytes, keeping its
@@ -218,7 +268,12 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: a live large block has a valid header.
     let h = unsafe { header.read() };
     check_magic(&h, p);
-    let Some(new_map) = h.data_offset.checked_add(new_size).and_then(round_to_page) else {
+    let Some(new_map) = h
+        .data_offset
+        .checked_add(new_size)
+        .and_then(round_to_page)
+        .and_then(|n| n.checked_add(h.guard))
+    else {
         return ptr::null_mut();
     };
     // Growing within the mapping (a cached mapping may be up to eight
@@ -231,6 +286,9 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the mapping is this block's own.
     let base = unsafe { p.sub(h.data_offset) };
+    // Lifted first: `mremap` moves one uniform mapping.
+    // SAFETY: as above; the guard holds no data.
+    unsafe { set_guard(base, h.map_size, h.guard, false) };
     // SAFETY: `base` is a whole mapping placed by `map_align`, `map_at`.
     let new_base = if unsafe { os::resize_in_place(base, h.map_size, new_map) } {
         base
@@ -242,11 +300,16 @@ pub(crate) unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         let moved = unsafe { os::relocate_block(base, h.map_size, new_map, h.map_align, h.map_at) };
         if moved.is_null() {
             mark(base, h.map_at);
+            // SAFETY: the block's mapping, intact; its guard set again.
+            unsafe { set_guard(base, h.map_size, h.guard, true) };
             return moved;
         }
         mark(moved, h.map_at);
         moved
     };
+    // SAFETY: the block's new mapping; its last `guard` bytes are past
+    // the new usable size.
+    unsafe { set_guard(new_base, new_map, h.guard, true) };
     // SAFETY: the data offset lies inside the new mapping.
     let data = unsafe { new_base.add(h.data_offset) };
     // SAFETY: the header moved with the mapping; update its sizes.

@@ -157,6 +157,19 @@ pub(crate) unsafe fn relocate_block(
     unsafe { backend::relocate(old, old_size, new_size, align, at) }
 }
 
+/// Makes the whole pages `[base, base + size)` inaccessible (`PROT_NONE`:
+/// a guard, any access faults) or read-write again. Returns false when the
+/// OS refuses (the pages keep their protection). The fake OS of Miri and
+/// loom has no protections: a no-op that succeeds.
+///
+/// # Safety
+/// The range must be whole pages of a mapping of this module, holding no
+/// live data when made inaccessible.
+pub(crate) unsafe fn protect(base: *mut u8, size: usize, accessible: bool) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { backend::protect(base, size, accessible) }
+}
+
 /// Milliseconds on a monotonic clock (coarse: a few ms resolution is fine
 /// for purge delays, and the coarse clock is a vDSO read).
 pub(crate) fn now_ms() -> u64 {
@@ -462,6 +475,17 @@ mod backend {
         unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) };
     }
 
+    pub(super) unsafe fn protect(base: *mut u8, size: usize, accessible: bool) -> bool {
+        let prot = if accessible {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: the caller guarantees whole pages of our mapping, with
+        // no live data when they become inaccessible.
+        unsafe { libc::mprotect(base.cast(), size, prot) == 0 }
+    }
+
     pub(super) unsafe fn resize_in_place(base: *mut u8, old_size: usize, new_size: usize) -> bool {
         // SAFETY: without MREMAP_MAYMOVE the mapping stays where it is or
         // the call fails.
@@ -569,6 +593,10 @@ mod backend {
         // SAFETY: the caller guarantees the range is ours and unused; the
         // rounded-up end is what a real kernel would discard too.
         unsafe { ptr::write_bytes(base, 0, size.next_multiple_of(PAGE)) }
+    }
+
+    pub(super) unsafe fn protect(_base: *mut u8, _size: usize, _accessible: bool) -> bool {
+        true
     }
 
     pub(super) unsafe fn resize_in_place(

@@ -598,7 +598,10 @@ mod tests {
             assert!(pool.carve());
             let a = pool.pop();
             let b = pool.pop();
-            assert_eq!(b.addr() - a.addr(), 64);
+            // Level 2 (`STRATA_SECURE=2`) carves in a random order.
+            if !secure::shuffles() {
+                assert_eq!(b.addr() - a.addr(), 64);
+            }
             assert_eq!(pool.used(), 2);
             // SAFETY: `a` and `b` are live blocks of this pool.
             unsafe {

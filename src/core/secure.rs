@@ -13,7 +13,8 @@
 //! unchecked), 1 (the default with the feature), 2 (as 1, and the blocks
 //! carved from a pool are linked in a random order, [`shuffle`], so that
 //! where the next block comes from cannot be guessed from the last one,
-//! as mimalloc's secure mode does). Without the
+//! as mimalloc's secure mode does, and freed small blocks are zeroed,
+//! [`zeroes`]). Without the
 //! feature all of it compiles away ([`COMPILED`]) and the variable is
 //! ignored with a warning.
 //!
@@ -110,6 +111,36 @@ pub(crate) fn key() -> Key {
 /// [`ensure`] has run (as for [`key`]).
 #[inline]
 pub(crate) fn shuffles() -> bool {
+    COMPILED && LEVEL.load(Ordering::Relaxed) >= 2
+}
+
+/// Whether each large block has a `PROT_NONE` guard page after it
+/// (level 1 and up): a linear overflow past its end faults at once. Runs
+/// [`ensure`] first: a large block may be the process's first allocation.
+#[inline]
+pub(crate) fn guards() -> bool {
+    if !COMPILED {
+        return false;
+    }
+    ensure();
+    LEVEL.load(Ordering::Relaxed) >= 1
+}
+
+/// Whether small blocks are zeroed when freed (level 2): after the checks
+/// of the free, all but their link and tag words, so a use after free
+/// reads zeros. Runs [`ensure`] first (a heap may start before any pool).
+#[inline]
+pub(crate) fn zeroes() -> bool {
+    if !COMPILED {
+        return false;
+    }
+    ensure();
+    LEVEL.load(Ordering::Relaxed) >= 2
+}
+
+/// [`zeroes`] where [`ensure`] has run (a pool exists): a load.
+#[inline(always)]
+pub(crate) fn zeroes_set() -> bool {
     COMPILED && LEVEL.load(Ordering::Relaxed) >= 2
 }
 

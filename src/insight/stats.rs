@@ -61,7 +61,8 @@ pub struct Stats {
     pub pools: usize,
     /// Pools whose thread exited and that no thread has reclaimed yet.
     pub abandoned_pools: usize,
-    /// Bytes of arena headers (one slot per arena).
+    /// Bytes of arena headers (one slot per arena), and of the guard slots
+    /// at the secure level (one more per arena).
     pub header_bytes: usize,
     /// Bytes of free arena slots (no pool).
     pub free_slot_bytes: usize,
@@ -180,7 +181,7 @@ pub(crate) fn snapshot() -> Stats {
         arenas: totals.arenas,
         pools,
         abandoned_pools: abandoned::abandoned().count(),
-        header_bytes: totals.arenas * POOL_SIZE,
+        header_bytes: totals.reserved_slots * POOL_SIZE,
         free_slot_bytes: totals.free_slots * POOL_SIZE,
         dirty_bytes: totals.dirty_slots * POOL_SIZE,
         touched_pool_bytes: touched,

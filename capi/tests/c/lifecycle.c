@@ -26,6 +26,22 @@
  *                abort line the secure level must give (must abort there)
  *   order        mallocs 64 blocks of 40 bytes from a fresh pool and prints
  *                "neighbours N": how many came right after the one before
+ *   overflow-large HOW  writes every byte of a large block (1 MiB; HOW is
+ *                fresh, reused: a cached mapping, grown: reallocated to
+ *                3 MiB, shrunk: reallocated to 600 KiB), printing
+ *                "usable N"; maps a page of its own right after the usable
+ *                end if that address is free ("neighbour mapped"), then
+ *                writes the byte one past the usable end and prints
+ *                "overflow returned" (at the secure level a guard page
+ *                holds that address: no neighbour, and the write faults)
+ *   reuse SIZE   mallocs SIZE bytes, fills them with 0xAB, frees them,
+ *                mallocs SIZE until it gets the block back (a pool's
+ *                fresh blocks come first; a neighbour stays live), prints "same" or "moved" and
+ *                "nonzero N": how many bytes past the first 16 (the link
+ *                and tag words) do not read zero
+ *   arena-guard  reads the last byte of the arena of a 16-byte block, then
+ *                prints "read returned" (at the secure level the arena's
+ *                last slot is a guard and the read must fault)
  *   stress       four threads malloc, calloc, realloc and free blocks of
  *                many sizes, freeing each other's, filled with words that
  *                look like free-list links (must not abort)
@@ -178,6 +194,39 @@ static void order(void) {
 }
 
 /* Blocks handed between the stress threads. */
+static void overflow_large(const char *how) {
+    size_t size = 1 << 20;
+    char *p = malloc(size);
+    if (strcmp(how, "reused") == 0) {
+        free(p);
+        p = malloc(size - 4096);
+    } else if (strcmp(how, "grown") == 0) {
+        memset(p, 0x5a, size);
+        p = realloc(p, 3 * size);
+        if (p == NULL || p[size - 1] != 0x5a) exit(3);
+    } else if (strcmp(how, "shrunk") == 0) {
+        memset(p, 0x5a, size);
+        p = realloc(p, 600 << 10);
+        if (p == NULL || p[(600 << 10) - 1] != 0x5a) exit(3);
+    } else if (strcmp(how, "fresh") != 0) {
+        exit(2);
+    }
+    size_t usable = malloc_usable_size(p);
+    printf("usable %zu\n", usable);
+    /* Without a guard, the page after the block is usually unmapped and
+     * the write would fault anyway: fill it, so only a guard faults. */
+    void *next = p + usable;
+    void *got = mmap(next, 4096, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (got == next) printf("neighbour mapped\n");
+    else if (got != MAP_FAILED) munmap(got, 4096);
+    fflush(stdout);
+    memset(p, 1, usable);
+    ((volatile char *)p)[usable] = 1;
+    printf("overflow returned\n");
+    fflush(stdout);
+}
+
 static void *exchanged[4][512];
 
 static void *stress_thread(void *arg) {
@@ -297,6 +346,32 @@ int main(int argc, char **argv) {
         order();
     } else if (strcmp(mode, "overwrite-link") == 0) {
         overwrite_link();
+        return 0;
+    } else if (strcmp(mode, "overflow-large") == 0 && argc > 2) {
+        overflow_large(argv[2]);
+        return 0;
+    } else if (strcmp(mode, "reuse") == 0 && n > 16) {
+        /* A neighbour kept live: the pool does not empty (and reset). */
+        volatile unsigned char *keep = malloc(n);
+        unsigned char *p = malloc(n);
+        keep[0] = 1;
+        /* Volatile: a store right before free is otherwise dead. */
+        for (int i = 0; i < n; i++) ((volatile unsigned char *)p)[i] = 0xab;
+        free(p);
+        volatile unsigned char *q = NULL;
+        for (int i = 0; i < 100000 && (void *)q != (void *)p; i++) q = malloc(n);
+        printf("%s\n", (void *)q == (void *)p ? "same" : "moved");
+        int nonzero = 0;
+        for (int i = 16; i < n; i++) nonzero += q[i] != 0;
+        printf("nonzero %d\n", nonzero);
+        free((void *)q);
+        return 0;
+    } else if (strcmp(mode, "arena-guard") == 0) {
+        char *p = malloc(16);
+        uintptr_t arena = (uintptr_t)p & ~(uintptr_t)((4 << 20) - 1);
+        volatile char *last = (volatile char *)(arena + (4 << 20) - 1);
+        printf("read %d\n", *last);
+        printf("read returned\n");
         return 0;
     } else if (strcmp(mode, "stress") == 0) {
         stress();
