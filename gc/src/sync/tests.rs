@@ -56,6 +56,14 @@ fn link(from: &Gc<Node>, to: &Gc<Node>) {
     *from.next.lock().unwrap() = Some(to.clone());
 }
 
+/// Two nodes in a cycle `a <-> b`.
+fn cycle(c: &Arc<AtomicUsize>) -> (Gc<Node>, Gc<Node>) {
+    let (a, b) = (node(c), node(c));
+    link(&a, &b);
+    link(&b, &a);
+    (a, b)
+}
+
 fn dropped(c: &Arc<AtomicUsize>) -> usize {
     c.load(Ordering::SeqCst)
 }
@@ -77,10 +85,7 @@ fn acyclic_values_drop_with_their_last_handle() {
 fn a_two_node_cycle_is_collected_and_its_weak_handles_cleared() {
     let _s = serial();
     let c = Arc::new(AtomicUsize::new(0));
-    let a = node(&c);
-    let b = node(&c);
-    link(&a, &b);
-    link(&b, &a);
+    let (a, b) = cycle(&c);
     let w = Gc::downgrade(&a);
     drop((a, b));
     assert_eq!(
@@ -98,10 +103,7 @@ fn a_two_node_cycle_is_collected_and_its_weak_handles_cleared() {
 fn a_cycle_reachable_from_a_handle_survives_collection() {
     let _s = serial();
     let c = Arc::new(AtomicUsize::new(0));
-    let a = node(&c);
-    let b = node(&c);
-    link(&a, &b);
-    link(&b, &a);
+    let (a, b) = cycle(&c);
     drop(b);
     collect();
     assert_eq!(dropped(&c), 0, "a is held by the test, b by a");
@@ -318,10 +320,7 @@ fn a_long_cycle_is_collected() {
 fn a_cycle_freed_across_threads_is_collected() {
     let _s = serial();
     let c = Arc::new(AtomicUsize::new(0));
-    let a = node(&c);
-    let b = node(&c);
-    link(&a, &b);
-    link(&b, &a);
+    let (a, b) = cycle(&c);
     let t = std::thread::spawn(move || {
         drop(b);
         collect()
@@ -336,10 +335,7 @@ fn a_cycle_freed_across_threads_is_collected() {
 fn survivors_become_old_and_wait_for_a_full_collection() {
     let _s = serial();
     let c = Arc::new(AtomicUsize::new(0));
-    let a = node(&c);
-    let b = node(&c);
-    link(&a, &b);
-    link(&b, &a);
+    let (a, b) = cycle(&c);
     drop(b);
     collect(); // a, b survive and become old
     drop(a);
