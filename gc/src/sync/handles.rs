@@ -71,9 +71,7 @@ impl<T: Trace + Send + Sync> Gc<T> {
     /// Number of strong handles (the collector's own reference during a
     /// collection is not counted).
     pub fn strong_count(this: &Self) -> usize {
-        let w = header(this.ptr).strong.load(Ordering::Relaxed);
-        let held = (w & COLLECTING != 0) as u64;
-        ((w & COUNT) - held) as usize
+        handles(header(this.ptr).strong.load(Ordering::Relaxed))
     }
 
     /// Number of [`Weak`] handles.
@@ -160,6 +158,12 @@ impl<T: Trace + Send + Sync> Gc<T> {
              the same garbage)"
         )
     }
+}
+
+/// The strong handles the strong word `w` counts: its count, minus the
+/// collector's hold while `COLLECTING`.
+fn handles(w: u64) -> usize {
+    ((w & COUNT) - (w & COLLECTING != 0) as u64) as usize
 }
 
 /// Whether the strong word `w` says its handle is the only one: a count of
@@ -282,7 +286,7 @@ impl<T: Trace + Send + Sync> Weak<T> {
             if w & DROPPED != 0 {
                 return 0;
             }
-            ((w & COUNT) - (w & COLLECTING != 0) as u64) as usize
+            handles(w)
         })
     }
 
