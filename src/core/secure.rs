@@ -119,11 +119,7 @@ pub(crate) fn shuffles() -> bool {
 /// [`ensure`] first: a large block may be the process's first allocation.
 #[inline]
 pub(crate) fn guards() -> bool {
-    if !COMPILED {
-        return false;
-    }
-    ensure();
-    LEVEL.load(Ordering::Relaxed) >= 1
+    reached(1)
 }
 
 /// Whether small blocks are zeroed when freed (level 2): after the checks
@@ -131,11 +127,17 @@ pub(crate) fn guards() -> bool {
 /// reads zeros. Runs [`ensure`] first (a heap may start before any pool).
 #[inline]
 pub(crate) fn zeroes() -> bool {
+    reached(2)
+}
+
+/// Whether the level is `level` or higher, read first if no pool has yet.
+#[inline]
+fn reached(level: u8) -> bool {
     if !COMPILED {
         return false;
     }
     ensure();
-    LEVEL.load(Ordering::Relaxed) >= 2
+    LEVEL.load(Ordering::Relaxed) >= level
 }
 
 /// [`zeroes`] where [`ensure`] has run (a pool exists): a load.
