@@ -39,9 +39,9 @@ fn free_big_blocks_are_purged_inside_their_pools() {
         // SAFETY: allocated above with `layout`, freed once.
         unsafe { dealloc(p, layout) };
     }
-    // Past the purge delay (10 ms by default), this thread's next
+    // Past the purge delay (100 ms by default), this thread's next
     // allocation slow path (a class it has not used yet) sweeps its pools.
-    thread::sleep(Duration::from_millis(50));
+    thread::sleep(Duration::from_millis(150));
     let other = Layout::from_size_align(100 * 1024, 8).unwrap();
     // SAFETY: non-zero size.
     let q = std::hint::black_box(unsafe { alloc(other) });

@@ -4,8 +4,11 @@
 //! process start (`init`), without allocating.
 //!
 //! - `STRATA_PURGE_DELAY`: milliseconds freed pool memory stays committed
-//!   before it is returned to the OS (default 10; 0 returns it at once; at
+//!   before it is returned to the OS (default 100; 0 returns it at once; at
 //!   most [`MAX_PURGE_DELAY_MS`]).
+//! - `STRATA_PURGE_THREAD`: `0` starts no background purge thread
+//!   ([`purge_thread`]; default `1`): freed memory then goes back only on
+//!   the allocator's slow paths.
 //! - `STRATA_SHOW_STATS`: `1` prints the stats report to stderr at exit
 //!   (the report the crate installs in [`hooks`]).
 //! - `STRATA_SECURE`: `0`, `1` or `2`, the secure level of a build with the
@@ -21,6 +24,7 @@
 use crate::core::arena::registry;
 use crate::core::hooks;
 use crate::core::os;
+use crate::core::purge_thread;
 use crate::core::secure;
 use crate::core::sync::Ordering;
 
@@ -54,7 +58,7 @@ pub(crate) fn init() {
                 registry().purge_delay_ms.store(ms, Ordering::Relaxed);
             }
             None => os::write_stderr(
-                b"strata-alloc: STRATA_PURGE_DELAY must be a whole number of milliseconds; using 10\n",
+                b"strata-alloc: STRATA_PURGE_DELAY must be a whole number of milliseconds; using 100\n",
             ),
         }
     }
@@ -66,6 +70,15 @@ pub(crate) fn init() {
             os::write_stderr(
                 b"strata-alloc: STRATA_SECURE needs a build with the secure feature; ignored\n",
             );
+        }
+    }
+    if let Some(value) = os::secure_env_var(c"STRATA_PURGE_THREAD") {
+        match value {
+            b"0" | b"false" | b"no" => purge_thread::turn_off(),
+            b"1" | b"true" | b"yes" | b"" => {}
+            _ => os::write_stderr(
+                b"strata-alloc: STRATA_PURGE_THREAD must be 1 or 0; starting the purge thread\n",
+            ),
         }
     }
     if let Some(value) = os::secure_env_var(c"STRATA_SHOW_STATS") {

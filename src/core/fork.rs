@@ -10,13 +10,20 @@
 /// Registers the handlers (once per process, from `init`: `pthread_atfork`
 /// must never be called inside `malloc`).
 pub(crate) fn register() {
-    crate::core::os::register_fork_handlers(prepare, release, release);
+    crate::core::os::register_fork_handlers(prepare, release, child);
 }
 
 pub(crate) extern "C" fn prepare() {
     crate::core::abandoned::abandoned().lock().lock();
     crate::core::arena::registry().lock().lock();
     crate::core::large_cache::cache().lock().lock();
+}
+
+/// In the child: the locks, and the purge thread, which `fork` does not
+/// copy (the child's second heap starts one again).
+extern "C" fn child() {
+    release();
+    crate::core::purge_thread::forget_after_fork();
 }
 
 pub(crate) extern "C" fn release() {

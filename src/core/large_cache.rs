@@ -1,10 +1,16 @@
 //! Core layer: the large-mapping cache.
 //!
-//! Freed large mappings of up to `CACHE_MAX_BLOCK` bytes are kept in a small
-//! cache for the purge delay: a program that frees and re-allocates big
-//! buffers (a growing `Vec`, a per-request buffer) then reuses pages that
-//! are already faulted in instead of paying `mmap`, `munmap` and a page
-//! fault per page every time.
+//! Freed large mappings of up to `CACHE_MAX_BLOCK` bytes are kept for the
+//! purge delay: a program that frees and re-allocates big buffers (a
+//! growing `Vec`, a per-request buffer, a wave of 1 MiB objects) then
+//! reuses pages that are already faulted in instead of paying `mmap`,
+//! `munmap` and a page fault per page every time.
+//!
+//! The delay, not the capacity, is what bounds the cache: it holds only
+//! what the program freed in the last purge delay, memory that was resident
+//! and in use just before. The capacity is generous (a wave of hundreds of
+//! blocks freed and allocated again must fit, or every wave faults its
+//! pages in afresh) and only caps what a burst of frees can keep.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -22,8 +28,10 @@ use core::sync::atomic::AtomicUsize;
 const CACHE_MAX_BLOCK: usize = 64 << 20;
 /// Cache capacity in mappings and bytes: bounds what a burst of frees can
 /// keep out of the OS's hands for the purge delay.
-const CACHE_SLOTS: usize = 16;
-const CACHE_MAX_BYTES: usize = 128 << 20;
+const CACHE_SLOTS: usize = 512;
+const CACHE_MAX_BYTES: usize = 1 << 30;
+/// Words of the bitmap of occupied slots.
+const USED_WORDS: usize = CACHE_SLOTS / 64;
 
 /// A freed mapping waiting for reuse.
 #[derive(Clone, Copy)]
@@ -44,17 +52,62 @@ const NO_MAPPING: CachedMapping = CachedMapping {
     freed_ms: 0,
 };
 
+/// The cached mappings and which slots hold one (lock held).
+struct Slots {
+    entries: [CachedMapping; CACHE_SLOTS],
+    /// Bit `i % 64` of word `i / 64` set: `entries[i]` holds a mapping.
+    used: [u64; USED_WORDS],
+}
+
+impl Slots {
+    const EMPTY: Slots = Slots {
+        entries: [NO_MAPPING; CACHE_SLOTS],
+        used: [0; USED_WORDS],
+    };
+
+    /// The indices of the occupied slots, in order.
+    fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
+        self.used.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            core::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(w * 64 + bit)
+            })
+        })
+    }
+
+    fn remove(&mut self, i: usize) -> CachedMapping {
+        self.used[i / 64] &= !(1 << (i % 64));
+        core::mem::replace(&mut self.entries[i], NO_MAPPING)
+    }
+
+    /// Stores `entry` in a free slot; false if there is none.
+    fn insert(&mut self, entry: CachedMapping) -> bool {
+        let Some(w) = self.used.iter().position(|&word| word != u64::MAX) else {
+            return false;
+        };
+        let bit = (!self.used[w]).trailing_zeros() as usize;
+        self.used[w] |= 1 << bit;
+        self.entries[w * 64 + bit] = entry;
+        true
+    }
+}
+
 /// Recently freed large mappings (see the module docs).
 pub(crate) struct LargeCache {
     lock: RawLock,
-    entries: UnsafeCell<[CachedMapping; CACHE_SLOTS]>,
+    slots: UnsafeCell<Slots>,
     /// Bytes cached; read without the lock to skip empty-cache work.
     bytes: AtomicUsize,
     /// 0, or when the oldest entry is due to be unmapped (`os::now_ms`).
     deadline: AtomicU64,
 }
 
-// SAFETY: `entries` is only touched with `lock` held; the rest are atomics.
+// SAFETY: `slots` is only touched with `lock` held; the rest are atomics.
 unsafe impl Sync for LargeCache {}
 
 impl LargeCache {
@@ -62,7 +115,7 @@ impl LargeCache {
     const fn new() -> Self {
         LargeCache {
             lock: RawLock::new(),
-            entries: UnsafeCell::new([NO_MAPPING; CACHE_SLOTS]),
+            slots: UnsafeCell::new(Slots::EMPTY),
             bytes: AtomicUsize::new(0),
             deadline: AtomicU64::new(0),
         }
@@ -72,15 +125,15 @@ impl LargeCache {
     fn new() -> Self {
         LargeCache {
             lock: RawLock::new(),
-            entries: UnsafeCell::new([NO_MAPPING; CACHE_SLOTS]),
+            slots: UnsafeCell::new(Slots::EMPTY),
             bytes: AtomicUsize::new(0),
             deadline: AtomicU64::new(0),
         }
     }
 
-    fn with_entries<R>(&self, f: impl FnOnce(&mut [CachedMapping; CACHE_SLOTS]) -> R) -> R {
-        // SAFETY: the lock serialises every access to `entries`.
-        self.lock.with(|| f(unsafe { &mut *self.entries.get() }))
+    fn with_slots<R>(&self, f: impl FnOnce(&mut Slots) -> R) -> R {
+        // SAFETY: the lock serialises every access to `slots`.
+        self.lock.with(|| f(unsafe { &mut *self.slots.get() }))
     }
 
     /// The lock, for the `fork` handlers.
@@ -89,28 +142,34 @@ impl LargeCache {
     }
 
     /// Takes the cached mapping placed by `align` and `at` that best serves
-    /// a block of `size` bytes: the smallest that holds it, else the largest
-    /// (the caller grows it: its resident pages still save page faults);
-    /// returns its base and real size.
+    /// a block of `size` bytes: one of exactly that size, else the smallest
+    /// that holds it, else the largest (the caller grows it: its resident
+    /// pages still save page faults); returns its base and real size.
     pub(crate) fn take(&self, size: usize, align: usize, at: usize) -> Option<(*mut u8, usize)> {
         if self.bytes.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        self.with_entries(|entries| {
-            let placed = |i: &usize| {
-                let e = &entries[*i];
-                !e.base.is_null() && (e.align, e.at) == (align, at)
-            };
-            let holding = (0..CACHE_SLOTS)
-                .filter(placed)
-                .filter(|&i| entries[i].size >= size)
-                .min_by_key(|&i| entries[i].size);
-            let slot = holding.or_else(|| {
-                (0..CACHE_SLOTS)
-                    .filter(placed)
-                    .max_by_key(|&i| entries[i].size)
-            })?;
-            let entry = core::mem::replace(&mut entries[slot], NO_MAPPING);
+        self.with_slots(|slots| {
+            let mut holding: Option<usize> = None;
+            let mut largest: Option<usize> = None;
+            for i in slots.occupied() {
+                let e = &slots.entries[i];
+                if (e.align, e.at) != (align, at) {
+                    continue;
+                }
+                if e.size == size {
+                    holding = Some(i);
+                    break;
+                }
+                let size_of = |j: Option<usize>| j.map(|j| slots.entries[j].size);
+                if e.size > size && size_of(holding).is_none_or(|h| e.size < h) {
+                    holding = Some(i);
+                }
+                if size_of(largest).is_none_or(|l| e.size > l) {
+                    largest = Some(i);
+                }
+            }
+            let entry = slots.remove(holding.or(largest)?);
             self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
             Some((entry.base, entry.size))
         })
@@ -123,33 +182,35 @@ impl LargeCache {
             return false;
         }
         let now = os::now_ms();
-        let kept = self.with_entries(|entries| {
+        let kept = self.with_slots(|slots| {
             if self.bytes.load(Ordering::Relaxed) + size > CACHE_MAX_BYTES {
                 return false;
             }
-            let Some(slot) = entries.iter().position(|e| e.base.is_null()) else {
-                return false;
-            };
-            entries[slot] = CachedMapping {
+            let kept = slots.insert(CachedMapping {
                 base,
                 size,
                 align,
                 at,
                 freed_ms: now,
-            };
-            self.bytes.fetch_add(size, Ordering::Relaxed);
-            true
+            });
+            if kept {
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+            }
+            kept
         });
         if kept {
             let delay = crate::core::arena::registry()
                 .purge_delay_ms
                 .load(Ordering::Relaxed);
-            let _ = self.deadline.compare_exchange(
+            let set = self.deadline.compare_exchange(
                 0,
                 now.saturating_add(delay),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
+            if set.is_ok() {
+                crate::core::purge_thread::deadline_set();
+            }
         }
         kept
     }
@@ -168,16 +229,20 @@ impl LargeCache {
         let delay = crate::core::arena::registry()
             .purge_delay_ms
             .load(Ordering::Relaxed);
-        self.with_entries(|entries| {
+        self.with_slots(|slots| {
             let mut next = u64::MAX;
-            for e in entries.iter_mut().filter(|e| !e.base.is_null()) {
+            for i in 0..CACHE_SLOTS {
+                if slots.used[i / 64] & (1 << (i % 64)) == 0 {
+                    continue;
+                }
+                let e = slots.entries[i];
                 if force || now >= e.freed_ms.saturating_add(delay) {
+                    slots.remove(i);
                     // Cleared before the OS may reuse the range.
                     chunk_map::set(e.base.addr() + e.at, chunk_map::NONE);
                     // SAFETY: a cached mapping is ours and holds no live data.
                     unsafe { os::release_block(e.base, e.size, e.align, e.at) };
                     self.bytes.fetch_sub(e.size, Ordering::Relaxed);
-                    *e = NO_MAPPING;
                 } else {
                     next = next.min(e.freed_ms.saturating_add(delay));
                 }
@@ -185,6 +250,11 @@ impl LargeCache {
             self.deadline
                 .store(if next == u64::MAX { 0 } else { next }, Ordering::Relaxed);
         });
+    }
+
+    /// When the oldest entry is due to be unmapped, or 0 if none is cached.
+    pub(crate) fn deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
     }
 
     /// Bytes cached now.

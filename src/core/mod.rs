@@ -5,7 +5,8 @@
 //!
 //! Bottom-up (each file imports only files before it): `sync` and `os`
 //! (the platform), `tls` (a thread's pointer in a TLS-descriptor slot),
-//! `diag` (output without allocating), `arena` (OS
+//! `diag` (output without allocating), `purge_thread` (the background
+//! purge's sleep and wake), `arena` (OS
 //! regions cut into slots), `size_class`, `secure` (the free-list link
 //! key), `pool` (one size class, three free lists), `large_cache`, `purge` (when memory goes back), `large`
 //! (blocks straight from the OS), `abandoned` (pools of exited threads),
@@ -29,6 +30,7 @@ pub(crate) mod large_cache;
 pub(crate) mod os;
 pub(crate) mod pool;
 pub(crate) mod purge;
+pub(crate) mod purge_thread;
 pub(crate) mod secure;
 pub(crate) mod size_class;
 pub(crate) mod sync;

@@ -328,6 +328,82 @@ impl ThreadExitKey {
     }
 }
 
+/// Starts a detached thread running `body` with a small stack (64 KiB,
+/// `name` for `top` and debuggers); false if the OS refuses. Runs
+/// `pthread_create`, which allocates (its thread descriptor's TLS
+/// vectors): the caller must hold no allocator state. Miri and loom
+/// start no threads here.
+pub(crate) fn spawn_detached(
+    body: extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void,
+    name: &core::ffi::CStr,
+) -> bool {
+    #[cfg(any(miri, loom))]
+    {
+        let _ = (body, name);
+        false
+    }
+    #[cfg(not(any(miri, loom)))]
+    // SAFETY: `attr` is initialised before use and destroyed after; the
+    // thread id is a valid out-pointer; `body` is a plain function that
+    // lives for the whole program and takes no argument it reads.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut thread: libc::pthread_t = core::mem::zeroed();
+        let started = libc::pthread_create(&mut thread, &attr, body, ptr::null_mut()) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if started {
+            libc::pthread_setname_np(thread, name.as_ptr());
+        }
+        started
+    }
+}
+
+/// Sleeps while `word` holds `expected`, for at most `timeout_ms`, or until
+/// [`wake`] (a futex wait: it may also return early, spuriously).
+pub(crate) fn wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
+    #[cfg(any(miri, loom))]
+    let _ = (word, expected, timeout_ms);
+    #[cfg(not(any(miri, loom)))]
+    {
+        let timeout = libc::timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned 32-bit atomic; the timeout is a
+        // valid relative `timespec`; the kernel only reads both.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                &timeout as *const libc::timespec,
+            )
+        };
+    }
+}
+
+/// Wakes a thread in [`wait`] on `word`.
+pub(crate) fn wake(word: &core::sync::atomic::AtomicU32) {
+    #[cfg(any(miri, loom))]
+    let _ = word;
+    #[cfg(not(any(miri, loom)))]
+    // SAFETY: `word` is a live, aligned 32-bit atomic.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    };
+}
+
 /// Registers `fork` handlers (prepare, parent, child).
 pub(crate) fn register_fork_handlers(
     prepare: extern "C" fn(),

@@ -3,13 +3,14 @@
 //! Giving memory back to the OS: one place that decides when.
 //!
 //! Two kinds of free memory wait for the purge delay (`STRATA_PURGE_DELAY`
-//! ms, default 10) before they go back: free arena slots (decommitted with
+//! ms, default 100) before they go back: free arena slots (decommitted with
 //! `MADV_DONTNEED`, empty arenas unmapped) and cached large mappings
 //! (unmapped). The delay lets a program that frees and re-allocates reuse
-//! committed pages instead of faulting fresh ones in. There is no
-//! background thread: allocator slow paths of any thread (pool fetch or
-//! release, large allocation or free, thread exit) run a due purge, which
-//! costs one atomic load when none is due. [`crate::release_memory`] purges
+//! committed pages instead of faulting fresh ones in. Allocator slow paths
+//! of any thread (pool fetch or release, large allocation or free, thread
+//! exit) run a due purge, which costs one atomic load when none is due; in
+//! a multi-threaded program the purge thread ([`purge_thread`]) runs it
+//! when no thread calls the allocator. [`crate::release_memory`] purges
 //! everything at once.
 //!
 //! Free blocks of 16 KiB and more are purged page by page inside their
@@ -20,6 +21,7 @@
 use crate::core::arena::registry;
 use crate::core::os;
 use crate::core::pool::{Block, Pool};
+use crate::core::purge_thread;
 use crate::core::size_class::{class_size, NUM_CLASSES};
 
 /// The first size class whose free blocks are purged in place: 16 KiB.
@@ -44,6 +46,37 @@ const PURGED_MARK: usize = 0x5354_5241_5441_5055; // "STRATAPU"
 pub(crate) fn maybe_purge() {
     registry().maybe_purge();
     crate::core::large_cache::cache().maybe_purge();
+}
+
+/// When the next purge is due (`os::now_ms`), or 0 if nothing waits.
+pub(crate) fn next_deadline() -> u64 {
+    let arenas = registry().purge_deadline();
+    let large = crate::core::large_cache::cache().deadline();
+    match (arenas, large) {
+        (0, d) | (d, 0) => d,
+        (a, l) => a.min(l),
+    }
+}
+
+/// Starts the purge thread ([`purge_thread`]) unless it runs, is off, or
+/// would have nothing to do (a purge delay of 0 purges at once). The
+/// caller must hold no allocator state.
+pub(crate) fn start_thread() {
+    if registry()
+        .purge_delay_ms
+        .load(core::sync::atomic::Ordering::Relaxed)
+        != 0
+    {
+        purge_thread::start(run_thread);
+    }
+}
+
+/// The purge thread: sleep until the next deadline, purge, again.
+extern "C" fn run_thread(_: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    loop {
+        purge_thread::sleep_until(next_deadline);
+        maybe_purge();
+    }
 }
 
 /// Purges everything now, regardless of the delay.

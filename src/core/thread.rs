@@ -209,6 +209,11 @@ pub(crate) fn start_thread() -> bool {
     };
     with_thread_counters(|c| c.set_heap_id(id));
     crate::core::init::ensure();
+    if id >= 2 {
+        // A second heap: the program runs threads, which may go idle
+        // holding freed memory.
+        crate::core::purge::start_thread();
+    }
     // Counters are listed only if the exit destructor will unlist them
     // (never under Miri and loom, which have no thread-exit key).
     if register_exit() {
