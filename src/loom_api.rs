@@ -405,3 +405,22 @@ impl<const S: usize, const F: usize, const B: usize> Profiler<S, F, B> {
         crate::insight::sample::Profiler::<S, F, B>::loom_bucket_of(addr)
     }
 }
+
+// ---------------------------------------------------------- purge wake --
+
+/// A purge deadline was set: the announcer's half of the purge thread's
+/// wake protocol (`purge_thread::deadline_set`).
+pub fn purge_deadline_set() {
+    crate::core::purge_thread::deadline_set();
+}
+
+/// The purge thread's half before it waits: the futex word's value it
+/// would wait on, and the deadline it read through `next_deadline`.
+pub fn purge_prepare_sleep(next_deadline: impl Fn() -> u64) -> (u32, u64) {
+    crate::core::purge_thread::wake().prepare(next_deadline)
+}
+
+/// The purge thread's futex word now.
+pub fn purge_wake_word() -> u32 {
+    crate::core::purge_thread::wake().word()
+}

@@ -365,7 +365,7 @@ pub(crate) fn spawn_detached(
 
 /// Sleeps while `word` holds `expected`, for at most `timeout_ms`, or until
 /// [`wake`] (a futex wait: it may also return early, spuriously).
-pub(crate) fn wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
+pub(crate) fn wait(word: &crate::core::sync::AtomicU32, expected: u32, timeout_ms: u64) {
     #[cfg(any(miri, loom))]
     let _ = (word, expected, timeout_ms);
     #[cfg(not(any(miri, loom)))]
@@ -389,7 +389,7 @@ pub(crate) fn wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_
 }
 
 /// Wakes a thread in [`wait`] on `word`.
-pub(crate) fn wake(word: &core::sync::atomic::AtomicU32) {
+pub(crate) fn wake(word: &crate::core::sync::AtomicU32) {
     #[cfg(any(miri, loom))]
     let _ = word;
     #[cfg(not(any(miri, loom)))]
