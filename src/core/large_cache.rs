@@ -27,8 +27,9 @@ use core::sync::atomic::AtomicUsize;
 /// in 2000 iterations with a 16 MiB bound.)
 const CACHE_MAX_BLOCK: usize = 64 << 20;
 /// Cache capacity in mappings and bytes: bounds what a burst of frees can
-/// keep out of the OS's hands for the purge delay.
-const CACHE_SLOTS: usize = 512;
+/// keep out of the OS's hands for the purge delay. (Fewer under loom, whose
+/// executions build the cache on a small coroutine stack.)
+const CACHE_SLOTS: usize = if cfg!(loom) { 64 } else { 512 };
 const CACHE_MAX_BYTES: usize = 1 << 30;
 /// Words of the bitmap of occupied slots.
 const USED_WORDS: usize = CACHE_SLOTS / 64;

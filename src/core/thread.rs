@@ -209,9 +209,10 @@ pub(crate) fn start_thread() -> bool {
     };
     with_thread_counters(|c| c.set_heap_id(id));
     crate::core::init::ensure();
-    if id >= 2 {
-        // A second heap: the program runs threads, which may go idle
-        // holding freed memory.
+    // A second heap: the program runs threads, which may go idle holding
+    // freed memory. (Heap ids are process-wide, not per loom execution, so
+    // loom, which starts no OS thread anyway, skips this.)
+    if id >= 2 && !cfg!(loom) {
         crate::core::purge::start_thread();
     }
     // Counters are listed only if the exit destructor will unlist them
