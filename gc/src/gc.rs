@@ -21,9 +21,9 @@ use crate::collector;
 use crate::freelist;
 use crate::gc_mut::GcMut;
 use crate::header::{
-    acquire_strong_node, inc_strong, links, release_weak_node, tracked_layout, weak_refs, NodePtr,
-    NodeVTable, Visitor, DROPPED, HAS_LINKS, MUT_BORROWED, SLOW_RELEASE, STRONG_MASK, STRONG_ONE,
-    TALL, TRACKED, WEAK_MASK, WEAK_ONE,
+    acquire_strong_node, inc_strong, links, release_weak_node, tracked_layout, weak_refs, Counts,
+    NodePtr, NodeVTable, Visitor, DROPPED, HAS_LINKS, MUT_BORROWED, SLOW_RELEASE, TALL, TRACKED,
+    WEAK_MASK, WEAK_ONE,
 };
 use crate::release::{
     release_strong_node, trashcan_enter, trashcan_leave, turn_purple, TrashcanLevel,
@@ -43,10 +43,10 @@ pub(crate) const DROPPED_MSG: &str =
     "strata_gc: dereferenced a Gc whose value was already dropped by the cycle collector \
      (a Drop impl or finalizer kept a handle to garbage); check `Gc::is_dropped` first";
 
-/// The counts word followed by the value.
+/// The counts (strong count, counts word) followed by the value.
 #[repr(C)]
 pub(crate) struct GcBox<T: ?Sized> {
-    pub(crate) counts: Cell<u64>,
+    pub(crate) counts: Counts,
     pub(crate) value: T,
 }
 
@@ -57,7 +57,7 @@ pub(crate) struct GcBox<T: ?Sized> {
 /// `inner` is an allocated box (its pointer metadata describes the value)
 /// with no handle left; its value was dropped or moved out.
 #[inline]
-pub(crate) unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u64) {
+pub(crate) unsafe fn dealloc_box<T: ?Sized>(inner: *mut GcBox<T>, v: u32) {
     if v & HAS_LINKS != 0 && mem::size_of::<*const T>() != mem::size_of::<*const u8>() {
         // An unsized value's box with links may have more in front of its
         // Links than a sized one (a slice box keeps its length there: see
@@ -198,7 +198,7 @@ impl<T: Trace + 'static> Tracked<T> {
     /// box (freed by reference counting) skips the lookup and records its
     /// height.
     #[inline]
-    pub(crate) fn allocate(value: T, height: Option<u64>) -> (NodePtr, NonNull<GcBox<T>>) {
+    pub(crate) fn allocate(value: T, height: Option<u32>) -> (NodePtr, NonNull<GcBox<T>>) {
         let linked = height.is_none();
         let layout = Self::layout();
         // SAFETY: layout has non-zero size (it holds at least Links + counts).
@@ -224,7 +224,7 @@ impl<T: Trace + 'static> Tracked<T> {
                 vtable: Self::VTABLE,
             });
             inner.write(GcBox {
-                counts: Cell::new(HAS_LINKS | WEAK_ONE | STRONG_ONE | tracking_bits(height)),
+                counts: Counts::new(1, HAS_LINKS | WEAK_ONE | tracking_bits(height)),
                 value,
             });
             (node, NonNull::new_unchecked(inner))
@@ -239,8 +239,8 @@ impl<T: Trace + 'static> Tracked<T> {
 /// A single-threaded reference-counted pointer whose reference cycles are
 /// reclaimed by a generational cycle collector. See the [crate docs](crate).
 ///
-/// One object can have up to 2^30 - 1 strong and 2^24 - 2 weak references
-/// (both counts share one word with the collector's flags); like `Rc` on
+/// One object can have up to 2^32 - 1 strong and 2^22 - 2 weak references
+/// (the weak count shares a word with the collector's flags); like `Rc` on
 /// overflow, the process aborts rather than risk a use after free.
 pub struct Gc<T: ?Sized> {
     ptr: NonNull<GcBox<T>>,
@@ -274,7 +274,7 @@ impl<T: Trace + 'static> Gc<T> {
             Gc::from_inner(inner)
         } else {
             let b = Box::new(GcBox {
-                counts: Cell::new(WEAK_ONE | STRONG_ONE),
+                counts: Counts::new(1, WEAK_ONE | tracking_bits(Some(0))),
                 value,
             });
             // SAFETY: Box::into_raw never returns null.
@@ -292,27 +292,28 @@ impl<T: Trace + 'static> Gc<T> {
     /// assert_eq!(Gc::try_unwrap(x), Ok(3));
     /// ```
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        let v = this.counts().get();
-        if v & STRONG_MASK != 1 || v & DROPPED != 0 {
+        let c = this.counts();
+        let v = c.word.get();
+        if c.strong.get() != 1 || v & DROPPED != 0 {
             return Err(this);
         }
         let this = ManuallyDrop::new(this);
         let c = this.counts();
         let inner = this.ptr.as_ptr();
-        c.set(v - STRONG_ONE);
+        c.strong.set(0);
         // SAFETY: we held the only strong reference, so nobody else can read
         // the value; it is moved out exactly once and then marked DROPPED so
         // the box is only ever deallocated, never dropped again.
         unsafe {
             let value = ptr::read(addr_of!((*inner).value));
-            c.set(c.get() | DROPPED);
+            c.word.set(c.word.get() | DROPPED);
             if v & HAS_LINKS != 0 {
                 let node = this.node_unchecked();
                 collector::untrack(node);
                 release_weak_node(node);
             } else {
-                let cw = c.get() - WEAK_ONE;
-                c.set(cw);
+                let cw = c.word.get() - WEAK_ONE;
+                c.word.set(cw);
                 if cw & WEAK_MASK == 0 {
                     dealloc_box(inner, cw);
                 }
@@ -349,8 +350,9 @@ impl<T: Trace + 'static> Gc<T> {
     where
         T: Clone,
     {
-        let v = this.counts().get();
-        if v & STRONG_MASK != 1 || v & DROPPED != 0 {
+        let c = this.counts();
+        let v = c.word.get();
+        if c.strong.get() != 1 || v & DROPPED != 0 {
             // A panic in `clone` or `new` leaves `this` as it was.
             *this = Gc::new((**this).clone());
         } else if v & WEAK_MASK != WEAK_ONE {
@@ -384,7 +386,7 @@ impl<T: Trace + 'static> Gc<T> {
         // is never linked again, so it leaves its list for good.
         unsafe {
             let value = ptr::read(addr_of!((*self.ptr.as_ptr()).value));
-            c.set(c.get() | DROPPED);
+            c.word.set(c.word.get() | DROPPED);
             if let Some(node) = self.node() {
                 collector::untrack(node);
             }
@@ -486,22 +488,22 @@ impl<T: ?Sized> Gc<T> {
     }
 
     #[inline]
-    pub(crate) fn counts(&self) -> &Cell<u64> {
-        // SAFETY: a live Gc keeps its box allocated; the counts word is the
-        // first field and only accessed through Cell.
+    pub(crate) fn counts(&self) -> &Counts {
+        // SAFETY: a live Gc keeps its box allocated; the counts are the
+        // first field and only accessed through Cells.
         unsafe { &*addr_of!((*self.ptr.as_ptr()).counts) }
     }
 
     /// The counts word (for `Gc::new`'s look at the referents).
     #[inline]
-    pub(crate) fn counts_word(&self) -> u64 {
-        self.counts().get()
+    pub(crate) fn counts_word(&self) -> u32 {
+        self.counts().word.get()
     }
 
     /// The tracked node of this box, if it has one.
     #[inline]
     pub(crate) fn node(&self) -> Option<NodePtr> {
-        if self.counts().get() & HAS_LINKS != 0 {
+        if self.counts().word.get() & HAS_LINKS != 0 {
             // SAFETY: HAS_LINKS says the Links record precedes the counts.
             Some(unsafe { self.node_unchecked() })
         } else {
@@ -551,7 +553,7 @@ impl<T: ?Sized> Gc<T> {
     /// finalizer copied out of garbage.
     #[inline]
     pub fn is_dropped(this: &Self) -> bool {
-        this.counts().get() & DROPPED != 0
+        this.counts().word.get() & DROPPED != 0
     }
 
     /// Returns a reference to the value, or `None` if the collector dropped it.
@@ -567,12 +569,12 @@ impl<T: ?Sized> Gc<T> {
 
     /// Number of strong (`Gc`) pointers to this allocation.
     pub fn strong_count(this: &Self) -> usize {
-        (this.counts().get() & STRONG_MASK) as usize
+        this.counts().strong.get() as usize
     }
 
     /// Number of [`Weak`](crate::Weak) pointers to this allocation.
     pub fn weak_count(this: &Self) -> usize {
-        weak_refs(this.counts().get())
+        weak_refs(this.counts().word.get())
     }
 
     /// Do both pointers point to the same allocation (like `Rc::ptr_eq`)?
@@ -628,7 +630,7 @@ impl<T: ?Sized> Gc<T> {
         // is that of a `repr(C)` field after a `u64`.
         unsafe {
             let align = mem::align_of_val(&*ptr);
-            let offset = mem::size_of::<Cell<u64>>().next_multiple_of(align);
+            let offset = mem::size_of::<Counts>().next_multiple_of(align);
             let inner = ptr.byte_sub(offset) as *mut GcBox<T>;
             Gc::from_inner(NonNull::new_unchecked(inner))
         }
@@ -648,8 +650,9 @@ impl<T: ?Sized> Gc<T> {
     /// assert!(Gc::get_mut(&mut x).is_none());
     /// ```
     pub fn get_mut(this: &mut Self) -> Option<GcMut<'_, T>> {
-        let v = this.counts().get();
-        if v & STRONG_MASK != 1 || (v & WEAK_MASK) != WEAK_ONE || v & DROPPED != 0 {
+        let c = this.counts();
+        let v = c.word.get();
+        if c.strong.get() != 1 || (v & WEAK_MASK) != WEAK_ONE || v & DROPPED != 0 {
             return None;
         }
         let node = this.node();
@@ -690,7 +693,7 @@ impl<T: ?Sized + Trace> Deref for Gc<T> {
     fn deref(&self) -> &T {
         // Untracked types are never dropped by the collector (and `unsize`
         // refuses to erase a tracked value into an untracked type).
-        if T::MAY_CONTAIN_GC && self.counts().get() & DROPPED != 0 {
+        if T::MAY_CONTAIN_GC && self.counts().word.get() & DROPPED != 0 {
             Self::dropped_panic();
         }
         // SAFETY: the box is alive while `self` is, the value is not dropped
@@ -712,13 +715,14 @@ impl<T: ?Sized> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
         let c = self.counts();
-        let v = c.get() - STRONG_ONE;
-        c.set(v);
+        let s = c.strong.get() - 1;
+        c.strong.set(s);
+        let v = c.word.get();
         // Not the last reference (walks and fan-in drop these by the
-        // million): one test more at most, for a tracked object that has
-        // not turned purple yet.
-        if v & STRONG_MASK != 0 {
-            if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+        // million): one bit test more than `Rc`, set on every box but the
+        // tracked ones that have not turned purple yet.
+        if s != 0 {
+            if v & PURPLE == 0 {
                 turn_purple(c, v);
             }
         } else if v & SLOW_RELEASE == 0 {
@@ -750,12 +754,12 @@ impl<T: ?Sized> Gc<T> {
         // upgrades fail); it is dropped exactly once here.
         unsafe { ptr::drop_in_place(addr_of_mut!((*inner).value)) };
         let c = self.counts();
-        let w = c.get() - WEAK_ONE;
+        let w = c.word.get() - WEAK_ONE;
         if w & WEAK_MASK == 0 {
             // SAFETY: no strong or weak reference remains.
             unsafe { dealloc_box(inner, w) }
         } else {
-            c.set(w | DROPPED);
+            c.word.set(w | DROPPED);
         }
     }
 
@@ -763,7 +767,7 @@ impl<T: ?Sized> Gc<T> {
     ///
     /// The strong count just reached 0 (`v` is the counts word).
     #[inline(never)]
-    unsafe fn drop_slow(&mut self, v: u64) {
+    unsafe fn drop_slow(&mut self, v: u32) {
         if v & HAS_LINKS != 0 {
             // SAFETY: tracked box, strong count 0.
             unsafe { self.drop_tracked(v) };
@@ -776,8 +780,8 @@ impl<T: ?Sized> Gc<T> {
             return;
         }
         let c = self.counts();
-        let w = c.get() - WEAK_ONE;
-        c.set(w);
+        let w = c.word.get() - WEAK_ONE;
+        c.word.set(w);
         if w & WEAK_MASK == 0 {
             // SAFETY: no strong or weak reference remains and the value is
             // gone.
@@ -796,7 +800,7 @@ impl<T: ?Sized> Gc<T> {
     /// The box is tracked and its strong count just reached 0 (`v` is the
     /// counts word).
     #[inline]
-    unsafe fn drop_tracked(&mut self, v: u64) {
+    unsafe fn drop_tracked(&mut self, v: u32) {
         // SAFETY: tracked box (caller).
         let node = unsafe { self.node_unchecked() };
         if v & DROPPED != 0 {

@@ -6,27 +6,30 @@
 //!
 //! # Memory layout
 //!
-//! Every allocation holds a `GcBox<T>`: one 8-byte *counts word* followed by
-//! the value. Types that may own a `Gc` (`T::MAY_CONTAIN_GC`) are *tracked*:
-//! their allocation also holds a [`Links`] record (CPython's `PyGC_Head`)
-//! placed immediately before the counts word, so a node is always found at
-//! `counts - size_of::<Links>()` whatever `T` is (also for `Gc<dyn Trait>`).
+//! Every allocation holds a `GcBox<T>`: the 8-byte [`Counts`] header
+//! followed by the value. Types that may own a `Gc` (`T::MAY_CONTAIN_GC`)
+//! are *tracked*: their allocation also holds a [`Links`] record (CPython's
+//! `PyGC_Head`) placed immediately before the counts, so a node is always
+//! found at `counts - size_of::<Links>()` whatever `T` is (also for
+//! `Gc<dyn Trait>`).
 //!
 //! ```text
-//! untracked:  [counts u64][value T]                          8 B header
-//! tracked:    [pad?][prev|flags][next][vtable][counts][value] 32 B header
+//! untracked:  [strong u32][word u32][value T]                          8 B header
+//! tracked:    [pad?][prev|flags][next][vtable][strong][word][value]   32 B header
 //! ```
 //!
-//! The counts word packs the strong count (bits 0..30), the weak count
-//! (bits 30..54, including one implicit weak reference held collectively by
-//! the strong references, as in `std::rc`), the height of an untracked
-//! object (bits 54..60, see [`HEIGHT_BITS`]; bit 54 is the [`PURPLE`] flag of
-//! a tracked object, which has no height, and bits 55..58 its weak epoch,
-//! see [`WEAK_EPOCHS`]), and four flags: `TRACKED` (the
-//! object is in a generation list), `NO_UPGRADE` (weak references were
-//! cleared by the collector), `DROPPED` (the collector dropped the value;
-//! the box is kept only for outstanding handles) and `HAS_LINKS` (the
-//! allocation carries a [`Links`] record).
+//! The strong count has a 32-bit word of its own, as `Rc`'s has, so that
+//! clones and drops that are not the last touch nothing else. The *counts
+//! word* packs the weak count (bits 0..22, including one implicit weak
+//! reference held collectively by the strong references, as in
+//! `std::rc`), the height of an untracked object (bits 22..27, see
+//! [`HEIGHT_BITS`]; bits 22..25 are the weak epoch of a tracked object,
+//! which has no height, see [`WEAK_EPOCHS`]), and five flags: `TRACKED`
+//! (the object is in a generation list), `NO_UPGRADE` (weak references
+//! were cleared by the collector), `DROPPED` (the collector dropped the
+//! value; the box is kept only for outstanding handles), `HAS_LINKS` (the
+//! allocation carries a [`Links`] record) and [`PURPLE`] (a decrement
+//! need not be told to the collector).
 //!
 //! A box with links is not necessarily tracked: a value that can never be
 //! part of a cycle (see `Trace::INTERIOR_MUTABLE`) is left out of the
@@ -46,23 +49,41 @@ use std::cell::Cell;
 use std::mem::{self, MaybeUninit};
 
 // ---------------------------------------------------------------------------
-// The counts word and the flags of `prev`
+// The counts: the strong count, and the word of the weak count and flags
 // ---------------------------------------------------------------------------
 
-/// Bits of the counts word that hold the strong count.
-const STRONG_BITS: u32 = 30;
-/// One strong reference in the counts word.
-pub(crate) const STRONG_ONE: u64 = 1;
-/// Bits of the counts word that hold the strong count (about a billion).
-pub(crate) const STRONG_MASK: u64 = (1 << STRONG_BITS) - 1;
+/// The 8-byte header of every box: the strong count in a word of its own
+/// (like `Rc`'s, so that a clone or a drop that is not the last is one
+/// increment or decrement and one test, which LLVM treats as it treats
+/// `Rc`'s), and the *counts word*: the weak count, the height or the weak
+/// epoch, and the flags. Aligned to 8 so that the low bits of a box
+/// address are free for the weak epochs (see [`WEAK_EPOCHS`]).
+#[repr(C, align(8))]
+pub(crate) struct Counts {
+    /// Strong (`Gc`) references; up to `u32::MAX`.
+    pub(crate) strong: Cell<u32>,
+    /// Weak count, height or epoch, flags (see the module docs).
+    pub(crate) word: Cell<u32>,
+}
+
+impl Counts {
+    #[inline]
+    pub(crate) const fn new(strong: u32, word: u32) -> Counts {
+        Counts {
+            strong: Cell::new(strong),
+            word: Cell::new(word),
+        }
+    }
+}
+
 /// Shift of the weak count in the counts word.
-const WEAK_SHIFT: u32 = STRONG_BITS;
-/// Width of the weak count (~16 million).
-const WEAK_BITS: u32 = 24;
+const WEAK_SHIFT: u32 = 0;
+/// Width of the weak count (~4 million).
+const WEAK_BITS: u32 = 22;
 /// One weak reference in the counts word.
-pub(crate) const WEAK_ONE: u64 = 1 << WEAK_SHIFT;
+pub(crate) const WEAK_ONE: u32 = 1 << WEAK_SHIFT;
 /// Bits of the counts word that hold the weak count.
-pub(crate) const WEAK_MASK: u64 = ((1 << WEAK_BITS) - 1) << WEAK_SHIFT;
+pub(crate) const WEAK_MASK: u32 = ((1 << WEAK_BITS) - 1) << WEAK_SHIFT;
 /// Shift of the height of an untracked object in the counts word.
 const HEIGHT_SHIFT: u32 = WEAK_SHIFT + WEAK_BITS;
 /// Number of height bits (see [`HEIGHT_BITS`]): up to the first flag.
@@ -79,34 +100,39 @@ pub(crate) const HEIGHT_WIDTH: u32 = TRACKED.trailing_zeros() - HEIGHT_SHIFT;
 /// [`height_above`]) instead of a maximum per field. Dropping an object
 /// that is not tall recurses at most [`HEIGHT_WIDTH`] deep, so it is
 /// released without the trashcan. Meaningless for a tracked object.
-pub(crate) const HEIGHT_BITS: u64 = ((1 << HEIGHT_WIDTH) - 1) << HEIGHT_SHIFT;
+pub(crate) const HEIGHT_BITS: u32 = ((1 << HEIGHT_WIDTH) - 1) << HEIGHT_SHIFT;
 /// The highest height bit: the height of the object saturated (it may be
 /// any higher); its release goes through the trashcan.
-pub(crate) const TALL: u64 = 1 << (HEIGHT_SHIFT + HEIGHT_WIDTH - 1);
+pub(crate) const TALL: u32 = 1 << (HEIGHT_SHIFT + HEIGHT_WIDTH - 1);
 /// Counts-word bits that send the release of an object down the slow path
 /// (`Gc::drop_slow`): tracked, already dropped, or tall.
-pub(crate) const SLOW_RELEASE: u64 = TRACKED | DROPPED | TALL;
+pub(crate) const SLOW_RELEASE: u32 = TRACKED | DROPPED | TALL;
 /// The object is in a generation list (or a list of the collection in
-/// progress). Kept in the counts word, which every release reads anyway.
-pub(crate) const TRACKED: u64 = 1 << 60;
-/// Tracked objects only (whose height bits are otherwise unused): the
-/// strong count dropped to a non-zero value since a collection last looked
-/// at the object (Bacon and Rajan's "purple" candidate roots). The first
-/// such decrement tells the collector (see `collector::note_decrement`);
-/// a young generation none of whose objects is purple holds no garbage.
-pub(crate) const PURPLE: u64 = 1 << HEIGHT_SHIFT;
+/// progress). Kept in the counts word, which every last release reads.
+pub(crate) const TRACKED: u32 = 1 << 27;
+/// A decrement of the strong count to a non-zero value need not be told
+/// to the collector. Set on every untracked box (from its creation) and on
+/// tracked objects whose strong count dropped to a non-zero value since a
+/// collection last looked at them (Bacon and Rajan's "purple" candidate
+/// roots). The first such decrement of a tracked object tells the
+/// collector (see `collector::note_decrement`) and sets the flag; a young
+/// generation none of whose objects is purple holds no garbage. One flag
+/// for both, so the test of a decrement that is not the last is one bit.
+/// (Boxes the collector dropped may or may not have it: their decrements
+/// do not matter.)
+pub(crate) const PURPLE: u32 = 1 << 31;
 /// The collector cleared weak references to this object: `upgrade` fails.
 /// Set when the collector claims the object as garbage; cleared again if
 /// it survives (a finalizer resurrected it, or `SAVEALL` kept it), after
 /// the weak references of that time were retired by its [weak
 /// epoch](WEAK_EPOCHS).
-pub(crate) const NO_UPGRADE: u64 = 1 << 61;
+pub(crate) const NO_UPGRADE: u32 = 1 << 28;
 
 /// Shift of the weak epoch in the counts word of a tracked object (which
-/// has no height, so those bits are free above [`PURPLE`]).
-const EPOCH_SHIFT: u32 = HEIGHT_SHIFT + 1;
+/// has no height, so those bits are free).
+const EPOCH_SHIFT: u32 = HEIGHT_SHIFT;
 /// Number of weak epochs: as many as the low bits of a box address that
-/// its alignment leaves free (the counts word's), at most 8 (the three
+/// its alignment leaves free (the header's), at most 8 (the three
 /// epoch bits of the counts word).
 ///
 /// # Weak epochs
@@ -125,7 +151,7 @@ const EPOCH_SHIFT: u32 = HEIGHT_SHIFT + 1;
 /// again), it never lets a retired one upgrade. Objects that are not
 /// tracked are never claimed and are always in epoch 0.
 pub(crate) const WEAK_EPOCHS: usize = {
-    let a = mem::align_of::<u64>();
+    let a = mem::align_of::<Counts>();
     if a < 8 {
         a
     } else {
@@ -135,15 +161,15 @@ pub(crate) const WEAK_EPOCHS: usize = {
 /// Low bits of a `Weak`'s pointer that hold its epoch.
 pub(crate) const WEAK_EPOCH_MASK: usize = WEAK_EPOCHS - 1;
 /// The epoch bits of the counts word.
-const EPOCH_BITS: u64 = (WEAK_EPOCH_MASK as u64) << EPOCH_SHIFT;
+const EPOCH_BITS: u32 = (WEAK_EPOCH_MASK as u32) << EPOCH_SHIFT;
 /// The last epoch: its weak references never upgrade.
 const POISONED_EPOCH: usize = WEAK_EPOCHS - 1;
 
 const _: () = assert!(WEAK_EPOCHS >= 2 && EPOCH_BITS & !HEIGHT_BITS == 0 && EPOCH_BITS & TALL == 0);
 /// The collector dropped the value; dereferencing panics.
-pub(crate) const DROPPED: u64 = 1 << 62;
-/// The allocation carries a [`Links`] record just before the counts word.
-pub(crate) const HAS_LINKS: u64 = 1 << 63;
+pub(crate) const DROPPED: u32 = 1 << 29;
+/// The allocation carries a [`Links`] record just before the counts.
+pub(crate) const HAS_LINKS: u32 = 1 << 30;
 
 /// Low bits of [`Links::prev`] that are flags, not address bits.
 pub(crate) const PREV_FLAGS: usize = 0b111;
@@ -219,17 +245,17 @@ pub(crate) struct NodeVTable {
     pub(crate) needs_finalize: bool,
 }
 
-/// The counts word of a tracked node.
+/// The counts of a tracked node.
 ///
 /// # Safety
 ///
 /// `node` must point to the [`Links`] of a live (allocated) tracked box.
 #[inline]
-pub(crate) unsafe fn node_counts<'a>(node: NodePtr) -> &'a Cell<u64> {
+pub(crate) unsafe fn node_counts<'a>(node: NodePtr) -> &'a Counts {
     // SAFETY: the caller guarantees `node` is the Links record of an allocated
-    // tracked box, and the counts word is laid out right after it; `node`
+    // tracked box, and the counts are laid out right after it; `node`
     // carries the provenance of the whole allocation.
-    unsafe { &*node.cast::<u8>().add(LINKS_SIZE).cast::<Cell<u64>>() }
+    unsafe { &*node.cast::<u8>().add(LINKS_SIZE).cast::<Counts>() }
 }
 
 /// Shared view of a node's links.
@@ -274,22 +300,24 @@ fn refcount_overflow() -> ! {
     std::process::abort()
 }
 
+/// One more strong reference. Written as `Rc`'s increment (wrap, then
+/// test for 0), which LLVM can hoist out of a loop of clones.
 #[inline]
-pub(crate) fn inc_strong(c: &Cell<u64>) {
-    let v = c.get();
-    if v & STRONG_MASK == STRONG_MASK {
+pub(crate) fn inc_strong(c: &Counts) {
+    let s = c.strong.get().wrapping_add(1);
+    c.strong.set(s);
+    if s == 0 {
         refcount_overflow();
     }
-    c.set(v + STRONG_ONE);
 }
 
 #[inline]
-pub(crate) fn inc_weak(c: &Cell<u64>) {
-    let v = c.get();
+pub(crate) fn inc_weak(c: &Counts) {
+    let v = c.word.get();
     if v & WEAK_MASK == WEAK_MASK {
         refcount_overflow();
     }
-    c.set(v + WEAK_ONE);
+    c.word.set(v + WEAK_ONE);
 }
 
 /// Take a new strong reference to a tracked node (used by the collector).
@@ -305,13 +333,13 @@ pub(crate) unsafe fn acquire_strong_node(node: NodePtr) {
 /// The user's weak references in counts word `v` (without the implicit one
 /// the strong references hold together).
 #[inline]
-pub(crate) fn weak_refs(v: u64) -> usize {
+pub(crate) fn weak_refs(v: u32) -> usize {
     (((v & WEAK_MASK) >> WEAK_SHIFT) - 1) as usize
 }
 
 /// The weak epoch of the object with counts word `v` (see [`WEAK_EPOCHS`]).
 #[inline]
-pub(crate) fn weak_epoch(v: u64) -> usize {
+pub(crate) fn weak_epoch(v: u32) -> usize {
     if v & TRACKED != 0 {
         ((v & EPOCH_BITS) >> EPOCH_SHIFT) as usize
     } else {
@@ -323,7 +351,7 @@ pub(crate) fn weak_epoch(v: u64) -> usize {
 /// with its weak references cleared: `NO_UPGRADE`, and if it has any, the
 /// next epoch, so that they stay dead if it survives.
 #[inline]
-pub(crate) fn clear_weak_refs(v: u64) -> u64 {
+pub(crate) fn clear_weak_refs(v: u32) -> u32 {
     debug_assert!(v & TRACKED != 0);
     if weak_refs(v) != 0 && weak_epoch(v) < POISONED_EPOCH {
         (v + (1 << EPOCH_SHIFT)) | NO_UPGRADE
@@ -336,7 +364,7 @@ pub(crate) fn clear_weak_refs(v: u64) -> u64 {
 /// weak references made since it was claimed may upgrade again (unless
 /// its epoch is the poisoned one).
 #[inline]
-pub(crate) fn reopen_weak_refs(v: u64) -> u64 {
+pub(crate) fn reopen_weak_refs(v: u32) -> u32 {
     if weak_epoch(v) == POISONED_EPOCH {
         v
     } else {
@@ -346,7 +374,7 @@ pub(crate) fn reopen_weak_refs(v: u64) -> u64 {
 
 /// Height bits of a new object whose referents' counts words OR to `v`.
 #[inline]
-pub(crate) fn height_above(v: u64) -> u64 {
+pub(crate) fn height_above(v: u32) -> u32 {
     ((v & HEIGHT_BITS) << 1 | (1 << HEIGHT_SHIFT)) & HEIGHT_BITS
 }
 
@@ -358,8 +386,8 @@ pub(crate) fn height_above(v: u64) -> u64 {
 pub(crate) unsafe fn release_weak_node(node: NodePtr) {
     // SAFETY: the caller owns a weak reference, so the box is allocated.
     let c = unsafe { node_counts(node) };
-    let v = c.get() - WEAK_ONE;
-    c.set(v);
+    let v = c.word.get() - WEAK_ONE;
+    c.word.set(v);
     if v & WEAK_MASK == 0 {
         // SAFETY: no strong or weak reference remains and the value is gone.
         unsafe { (links(node).vtable.dealloc)(node) }
@@ -378,10 +406,10 @@ pub(crate) unsafe fn release_weak_node(node: NodePtr) {
 pub(crate) unsafe fn release_strong_dropped(node: NodePtr) {
     // SAFETY: the caller owns a strong reference, so the box is allocated.
     let c = unsafe { node_counts(node) };
-    debug_assert!(c.get() & DROPPED != 0);
-    let v = c.get() - STRONG_ONE;
-    c.set(v);
-    if v & STRONG_MASK == 0 {
+    debug_assert!(c.word.get() & DROPPED != 0);
+    let s = c.strong.get() - 1;
+    c.strong.set(s);
+    if s == 0 {
         // SAFETY: the last strong reference is gone; the implicit weak
         // reference is ours to release.
         unsafe { release_weak_node(node) }
@@ -402,7 +430,7 @@ pub(crate) enum VisitMode {
     Record(Vec<Edge>),
     /// `Gc::new`: the OR of the visited objects' counts words (is one
     /// tracked? how high is the highest? see [`HEIGHT_BITS`]).
-    Untrackable { counts: u64 },
+    Untrackable { counts: u32 },
     /// The sync collector's scan (`strata_gc::sync`): `sync::Gc` edges and
     /// the lock guards it keeps go to its sink. The sink outlives the
     /// visitor (the collector creates both).

@@ -11,7 +11,6 @@ use crate::collector::{self, events};
 use crate::gc::Gc;
 use crate::header::{
     links, node_counts, value_address, Edge, NodePtr, VisitMode, Visitor, DROPPED, MUT_BORROWED,
-    STRONG_MASK,
 };
 use crate::trace::Trace;
 
@@ -125,7 +124,7 @@ impl ObjectInfo {
 unsafe fn node_edges(node: NodePtr) -> Vec<Edge> {
     // SAFETY: guaranteed by the caller.
     let (l, c) = unsafe { (links(node), node_counts(node)) };
-    if c.get() & DROPPED != 0 || l.prev_bits() & MUT_BORROWED != 0 {
+    if c.word.get() & DROPPED != 0 || l.prev_bits() & MUT_BORROWED != 0 {
         return Vec::new();
     }
     let mut v = Visitor::new(VisitMode::Record(Vec::new()));
@@ -248,11 +247,8 @@ fn neighbourhood_dot<T: ?Sized + Trace>(gc: &Gc<T>, depth: usize, direction: Dir
     }
     for (from, e) in all_edges() {
         // SAFETY: as in all_edges: `from` is alive.
-        let (i, strong) = unsafe { (ObjectInfo::of_node(from), node_counts(from).get()) };
-        labels.insert(
-            i.address,
-            (i.type_name, Some((strong & STRONG_MASK) as usize)),
-        );
+        let (i, strong) = unsafe { (ObjectInfo::of_node(from), node_counts(from).strong.get()) };
+        labels.insert(i.address, (i.type_name, Some(strong as usize)));
         note(&mut labels, &e);
         edges.push((i.address, e.address));
     }

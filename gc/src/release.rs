@@ -10,10 +10,7 @@ use std::mem;
 use std::ptr;
 
 use crate::collector;
-use crate::header::{
-    links, node_counts, release_weak_node, NodePtr, DROPPED, PURPLE, STRONG_MASK, STRONG_ONE,
-    TRACKED,
-};
+use crate::header::{links, node_counts, release_weak_node, Counts, NodePtr, DROPPED, PURPLE};
 
 /// Nesting depth at which the release path stops recursing and queues boxes
 /// instead (CPython's `Py_TRASHCAN` uses 50 as well).
@@ -112,7 +109,7 @@ unsafe fn destroy_now(node: NodePtr) {
     unsafe {
         (links(node).vtable.drop_value)(node);
         let c = node_counts(node);
-        c.set(c.get() | DROPPED);
+        c.word.set(c.word.get() | DROPPED);
         release_weak_node(node);
     }
 }
@@ -153,24 +150,26 @@ impl Drop for TrashcanLevel {
 pub(crate) unsafe fn release_strong_node(node: NodePtr) {
     // SAFETY: the caller owns a strong reference, so the box is allocated.
     let c = unsafe { node_counts(node) };
-    let v = c.get() - STRONG_ONE;
-    c.set(v);
-    if v & STRONG_MASK == 0 {
+    let s = c.strong.get() - 1;
+    c.strong.set(s);
+    let v = c.word.get();
+    if s == 0 {
         // SAFETY: the last strong reference is gone.
         unsafe { last_strong_gone(node, v) }
-    } else if v & (TRACKED | PURPLE | DROPPED) == TRACKED {
+    } else if v & PURPLE == 0 {
         turn_purple(c, v);
     }
 }
 
 /// First decrement to a non-zero count of a tracked object since a
-/// collection last looked at it: flag it and tell the collector, which may
-/// then no longer skip young collections. Later decrements see the flag and
-/// stay on the fast path. (Decrements of objects the collector already
-/// dropped do not matter: they are in no generation.)
+/// collection last looked at it (`v` is its counts word): flag it and tell
+/// the collector, which may then no longer skip young collections. Later
+/// decrements see the flag and stay on the fast path. (Decrements of
+/// objects the collector already dropped do not matter: they are in no
+/// generation; telling the collector is only a wasted young collection.)
 #[inline]
-pub(crate) fn turn_purple(c: &Cell<u64>, v: u64) {
-    c.set(v | PURPLE);
+pub(crate) fn turn_purple(c: &Counts, v: u32) {
+    c.word.set(v | PURPLE);
     collector::note_decrement();
 }
 
@@ -180,7 +179,7 @@ pub(crate) fn turn_purple(c: &Cell<u64>, v: u64) {
 ///
 /// `node` is a live tracked box whose strong count is 0; `v` is its counts.
 #[inline]
-unsafe fn last_strong_gone(node: NodePtr, v: u64) {
+unsafe fn last_strong_gone(node: NodePtr, v: u32) {
     if v & DROPPED != 0 {
         // The collector already dropped the value and unlinked the node.
         // SAFETY: forwarded; the implicit weak reference is ours to release.

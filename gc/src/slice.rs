@@ -14,9 +14,7 @@ use std::ptr::{self, NonNull};
 use crate::collector;
 use crate::freelist;
 use crate::gc::{Gc, GcBox};
-use crate::header::{
-    Links, NodePtr, NodeVTable, Visitor, HAS_LINKS, LINKS_SIZE, STRONG_ONE, WEAK_ONE,
-};
+use crate::header::{Counts, Links, NodePtr, NodeVTable, Visitor, HAS_LINKS, LINKS_SIZE, WEAK_ONE};
 use crate::release::release_strong_node;
 use crate::trace::{Finalize, Trace};
 use crate::tracking::{tracking_bits, untracked_height};
@@ -190,9 +188,9 @@ impl<T: Trace + 'static> From<Vec<T>> for Gc<[T]> {
                     next: Cell::new(ptr::null()),
                     vtable: TrackedSlice::<T>::VTABLE,
                 });
-                inner.cast::<Cell<u64>>().write(Cell::new(
-                    HAS_LINKS | WEAK_ONE | STRONG_ONE | tracking_bits(height),
-                ));
+                inner
+                    .cast::<Counts>()
+                    .write(Counts::new(1, HAS_LINKS | WEAK_ONE | tracking_bits(height)));
                 let boxed =
                     ptr::slice_from_raw_parts_mut(inner.cast::<T>(), len) as *mut GcBox<[T]>;
                 let g = Gc::from_inner(NonNull::new_unchecked(boxed));
@@ -212,8 +210,8 @@ impl<T: Trace + 'static> From<Vec<T>> for Gc<[T]> {
                 if base.is_null() {
                     alloc::handle_alloc_error(layout);
                 }
-                base.cast::<Cell<u64>>()
-                    .write(Cell::new(WEAK_ONE | STRONG_ONE));
+                base.cast::<Counts>()
+                    .write(Counts::new(1, WEAK_ONE | tracking_bits(Some(0))));
                 let first = base.add(mem::offset_of!(GcBox<[T; 0]>, value)).cast::<T>();
                 ptr::copy_nonoverlapping(src, first, len);
                 let boxed = ptr::slice_from_raw_parts_mut(base.cast::<T>(), len) as *mut GcBox<[T]>;

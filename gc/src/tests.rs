@@ -8,8 +8,10 @@ use crate::{collect, Finalize, Gc, Trace};
 
 #[test]
 fn header_sizes() {
-    // Untracked: the counts word only (Rc: 16 bytes); tracked: plus links.
+    // Untracked: the strong count and the counts word only (Rc: 16
+    // bytes); tracked: plus links.
     assert_eq!(size_of::<GcBox<()>>(), 8);
+    assert_eq!(std::mem::align_of::<GcBox<u8>>(), 8);
     assert_eq!(size_of::<GcBox<u64>>(), 16);
     assert_eq!(LINKS_SIZE + 8, 4 * size_of::<usize>().max(8));
     assert_eq!(size_of::<Links>(), LINKS_SIZE);
@@ -150,8 +152,8 @@ fn freed_garbage_is_reused_and_returned_at_thread_exit() {
     std::thread::spawn(|| cycles(8)).join().unwrap();
 }
 
-/// The lowest height bit of an untracked object is the `PURPLE` flag of a
-/// tracked one: `get_mut` clears it when it tracks the object again, so the
+/// An untracked object carries the `PURPLE` flag (its decrements concern
+/// nobody): `get_mut` clears it when it tracks the object again, so the
 /// next decrement still tells the collector.
 #[test]
 fn retracked_object_starts_not_purple() {
@@ -166,7 +168,7 @@ fn retracked_object_starts_not_purple() {
         cell: None,
     });
     assert_eq!(height(&top), 2);
-    assert_ne!(top.counts_word() & PURPLE, 0, "any height sets that bit");
+    assert_ne!(top.counts_word() & PURPLE, 0, "untracked objects have it");
     drop(Gc::get_mut(&mut top).unwrap());
     assert!(crate::is_tracked(&top));
     assert_eq!(top.counts_word() & PURPLE, 0);

@@ -4,7 +4,7 @@
 //! tuples: an object that cannot change its own `Gc`s while shared and
 //! references only untracked objects can never be part of a cycle.
 
-use crate::header::{height_above, VisitMode, Visitor, DROPPED, TRACKED};
+use crate::header::{height_above, VisitMode, Visitor, DROPPED, PURPLE, TRACKED};
 use crate::trace::Trace;
 
 /// `None` if a new object holding `value` must be tracked (linked into
@@ -14,7 +14,7 @@ use crate::trace::Trace;
 /// [`referents_height`]). The box still carries its `Links` so that
 /// `Gc::get_mut` can track it again.
 #[inline]
-pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
+pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u32> {
     if T::INTERIOR_MUTABLE {
         None
     } else {
@@ -22,10 +22,14 @@ pub(crate) fn untracked_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
     }
 }
 
-/// Counts-word bits of a new object: `TRACKED`, or its height.
+/// Counts-word bits of a new object: `TRACKED`, or its height and
+/// `PURPLE` (the decrements of an untracked object concern nobody).
 #[inline]
-pub(crate) fn tracking_bits(height: Option<u64>) -> u64 {
-    height.unwrap_or(TRACKED)
+pub(crate) fn tracking_bits(height: Option<u32>) -> u32 {
+    match height {
+        None => TRACKED,
+        Some(h) => h | PURPLE,
+    }
 }
 
 /// `None` if `value` owns a `Gc` to a tracked object (or to one the
@@ -38,7 +42,7 @@ pub(crate) fn tracking_bits(height: Option<u64>) -> u64 {
 /// stays so (an untracked object is only re-tracked through `Gc::get_mut`,
 /// which needs the only handle, so its holders are re-tracked first).
 #[inline]
-fn referents_height<T: ?Sized + Trace>(value: &T) -> Option<u64> {
+fn referents_height<T: ?Sized + Trace>(value: &T) -> Option<u32> {
     let mut v = Visitor::new(VisitMode::Untrackable { counts: 0 });
     value.trace(&mut v);
     let out = match v.mode {

@@ -12,9 +12,8 @@ use crate::collector;
 use crate::freelist;
 use crate::gc::{dealloc_box, Gc, GcBox, Tracked};
 use crate::header::{
-    inc_strong, inc_weak, release_weak_node, weak_epoch, weak_refs, Links, NodePtr, Visitor,
-    DROPPED, HAS_LINKS, LINKS_SIZE, NO_UPGRADE, STRONG_MASK, STRONG_ONE, WEAK_EPOCH_MASK,
-    WEAK_MASK, WEAK_ONE,
+    inc_strong, inc_weak, release_weak_node, weak_epoch, weak_refs, Counts, Links, NodePtr,
+    Visitor, DROPPED, HAS_LINKS, LINKS_SIZE, NO_UPGRADE, WEAK_EPOCH_MASK, WEAK_MASK, WEAK_ONE,
 };
 use crate::trace::{Finalize, Trace};
 use crate::tracking::{tracking_bits, untracked_height};
@@ -77,17 +76,18 @@ impl<T: ?Sized> Weak<T> {
         self.ptr.map_or(0, |p| p.as_ptr().addr() & WEAK_EPOCH_MASK)
     }
 
-    fn counts(&self) -> Option<&Cell<u64>> {
+    fn counts(&self) -> Option<&Counts> {
         // SAFETY: a weak reference keeps the box allocated.
         self.inner()
             .map(|p| unsafe { &*addr_of!((*p.as_ptr()).counts) })
     }
 
-    /// The counts word, unless this pointer is dangling (`Weak::new`) or
-    /// was cleared by the collector in an earlier epoch of its object.
-    fn live_counts(&self) -> Option<(&Cell<u64>, u64)> {
+    /// The counts and the counts word, unless this pointer is dangling
+    /// (`Weak::new`) or was cleared by the collector in an earlier epoch of
+    /// its object.
+    fn live_counts(&self) -> Option<(&Counts, u32)> {
         let c = self.counts()?;
-        let v = c.get();
+        let v = c.word.get();
         (weak_epoch(v) == self.epoch()).then_some((c, v))
     }
 
@@ -95,7 +95,7 @@ impl<T: ?Sized> Weak<T> {
     /// collector has found it unreachable (since this pointer was made).
     pub fn upgrade(&self) -> Option<Gc<T>> {
         let (c, v) = self.live_counts()?;
-        if v & STRONG_MASK == 0 || v & (NO_UPGRADE | DROPPED) != 0 {
+        if c.strong.get() == 0 || v & (NO_UPGRADE | DROPPED) != 0 {
             return None;
         }
         inc_strong(c);
@@ -106,7 +106,7 @@ impl<T: ?Sized> Weak<T> {
     /// collector cleared this weak pointer before the object survived).
     pub fn strong_count(&self) -> usize {
         self.live_counts()
-            .map_or(0, |(_, v)| (v & STRONG_MASK) as usize)
+            .map_or(0, |(c, _)| c.strong.get() as usize)
     }
 
     /// Number of weak pointers (0 for `Weak::new()`, if no strong remains,
@@ -115,8 +115,8 @@ impl<T: ?Sized> Weak<T> {
     pub fn weak_count(&self) -> usize {
         match self.live_counts() {
             None => 0,
-            Some((_, v)) => {
-                if v & STRONG_MASK == 0 {
+            Some((c, v)) => {
+                if c.strong.get() == 0 {
                     0
                 } else {
                     weak_refs(v)
@@ -149,14 +149,14 @@ impl<T: ?Sized> Drop for Weak<T> {
         let Some(p) = self.inner() else { return };
         // SAFETY: a weak reference keeps the box allocated.
         let c = unsafe { &*addr_of!((*p.as_ptr()).counts) };
-        let v = c.get();
+        let v = c.word.get();
         if v & HAS_LINKS != 0 {
             // SAFETY: tracked box; we own one weak reference.
             unsafe { release_weak_node(p.as_ptr().cast::<u8>().sub(LINKS_SIZE).cast()) };
             return;
         }
         let w = v - WEAK_ONE;
-        c.set(w);
+        c.word.set(w);
         if w & WEAK_MASK == 0 {
             // SAFETY: no strong reference (the implicit weak is gone) and no
             // other weak one remain; the value was dropped already.
@@ -188,7 +188,7 @@ impl<T: ?Sized> Gc<T> {
         let c = this.counts();
         inc_weak(c);
         Weak {
-            ptr: Some(tagged(this.inner(), weak_epoch(c.get()))),
+            ptr: Some(tagged(this.inner(), weak_epoch(c.word.get()))),
         }
     }
 }
@@ -265,7 +265,7 @@ impl<T: Trace + 'static> UninitGc<T> {
                     next: Cell::new(ptr::null()),
                     vtable: Tracked::<T>::VTABLE,
                 });
-                addr_of_mut!((*inner).counts).write(Cell::new(HAS_LINKS | WEAK_ONE));
+                addr_of_mut!((*inner).counts).write(Counts::new(0, HAS_LINKS | WEAK_ONE));
                 UninitGc {
                     node: Some(node),
                     inner: NonNull::new_unchecked(inner),
@@ -273,7 +273,7 @@ impl<T: Trace + 'static> UninitGc<T> {
             }
         } else {
             let b: Box<GcBox<mem::MaybeUninit<T>>> = Box::new(GcBox {
-                counts: Cell::new(WEAK_ONE),
+                counts: Counts::new(0, WEAK_ONE),
                 value: mem::MaybeUninit::uninit(),
             });
             UninitGc {
@@ -300,14 +300,15 @@ impl<T: Trace + 'static> UninitGc<T> {
             let inner = this.inner.as_ptr();
             addr_of_mut!((*inner).value).cast::<T>().write(value);
             let c = &*addr_of!((*inner).counts);
+            c.strong.set(1);
             match this.node {
                 Some(node) => {
-                    c.set(c.get() + STRONG_ONE + tracking_bits(height));
+                    c.word.set(c.word.get() | tracking_bits(height));
                     if height.is_none() {
                         collector::track_new(node);
                     }
                 }
-                None => c.set(c.get() + STRONG_ONE),
+                None => c.word.set(c.word.get() | tracking_bits(Some(0))),
             }
             Gc::from_inner(this.inner.cast())
         }
@@ -322,12 +323,12 @@ impl<T: Trace + 'static> Drop for UninitGc<T> {
         // DROPPED makes later weak drops only deallocate.
         unsafe {
             let c = &*addr_of!((*self.inner.as_ptr()).counts);
-            c.set(c.get() | DROPPED);
+            c.word.set(c.word.get() | DROPPED);
             match self.node {
                 Some(node) => release_weak_node(node),
                 None => {
-                    let w = c.get() - WEAK_ONE;
-                    c.set(w);
+                    let w = c.word.get() - WEAK_ONE;
+                    c.word.set(w);
                     if w & WEAK_MASK == 0 {
                         alloc::dealloc(
                             self.inner.as_ptr().cast(),

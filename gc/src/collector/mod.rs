@@ -68,7 +68,7 @@ use crate::collector::list::{
 use crate::collector::trial::{find_unreachable, link_all, Partition};
 use crate::header::{
     links, node_counts, release_strong_dropped, reopen_weak_refs, Links, NodePtr, DROPPED,
-    FINALIZED, HEIGHT_BITS, PURPLE, STRONG_MASK, TRACKED,
+    FINALIZED, HEIGHT_BITS, PURPLE, TRACKED,
 };
 
 pub(crate) mod control;
@@ -270,9 +270,11 @@ pub(crate) unsafe fn retrack(node: NodePtr) {
         unsafe {
             push_back(core.gen_head(0), node);
             // The height bits of an untracked object become the (clear)
-            // PURPLE flag of a tracked one.
+            // weak epoch of a tracked one, and it is not purple: its next
+            // decrement must tell the collector.
             let c = node_counts(node);
-            c.set((c.get() & !HEIGHT_BITS) | TRACKED);
+            c.word
+                .set((c.word.get() & !(HEIGHT_BITS | PURPLE)) | TRACKED);
         }
     });
 }
@@ -311,7 +313,7 @@ fn update_trigger(core: &Core) {
 pub(crate) unsafe fn untrack(node: NodePtr) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        if node_counts(node).get() & TRACKED == 0 {
+        if node_counts(node).word.get() & TRACKED == 0 {
             return;
         }
         unlink(node);
@@ -358,7 +360,7 @@ const ALL_GENS: u8 = (1 << NUM_GENERATIONS) - 1;
 /// `node` is a live tracked box.
 pub(crate) unsafe fn is_linked(node: NodePtr) -> bool {
     // SAFETY: guaranteed by the caller.
-    unsafe { node_counts(node) }.get() & (TRACKED | DROPPED) == TRACKED
+    unsafe { node_counts(node) }.word.get() & (TRACKED | DROPPED) == TRACKED
 }
 
 /// Scratch array of nodes reused across collections (a `Cell` so that it is
@@ -629,7 +631,7 @@ unsafe fn save_all_garbage(nodes: &[NodePtr], unreachable: NodePtr, old: NodePtr
             // Kept alive by the list: weak references made from now on
             // upgrade, those cleared at the claim stay dead.
             let c = node_counts(n);
-            c.set(reopen_weak_refs(c.get()));
+            c.word.set(reopen_weak_refs(c.word.get()));
             events::save_garbage(n);
         }
         merge(unreachable, old);
@@ -650,7 +652,7 @@ unsafe fn finalize_garbage(nodes: &[NodePtr], panics: &mut PanicSlot) {
     unsafe {
         for &n in nodes.iter() {
             let c = node_counts(n);
-            c.set(c.get() & !DROPPED);
+            c.word.set(c.word.get() & !DROPPED);
         }
         for &n in nodes.iter() {
             let l = links(n);
@@ -693,8 +695,9 @@ unsafe fn handle_resurrected_objects(
         // PEP 442 clears only the weak references of that time.
         for_each(unreachable, |n| {
             let c = node_counts(n);
-            debug_assert!(c.get() & STRONG_MASK > 1);
-            c.set(reopen_weak_refs(c.get() - 1) | PURPLE);
+            debug_assert!(c.strong.get() > 1);
+            c.strong.set(c.strong.get() - 1);
+            c.word.set(reopen_weak_refs(c.word.get()) | PURPLE);
         });
         core.purple_gens.set(core.purple_gens.get() | ALL_GENS);
         merge(unreachable, old);
@@ -713,7 +716,7 @@ unsafe fn delete_garbage(nodes: &[NodePtr], panics: &mut PanicSlot) {
     unsafe {
         for &n in nodes.iter() {
             let c = node_counts(n);
-            c.set(c.get() | DROPPED);
+            c.word.set(c.word.get() | DROPPED);
         }
         destroy(nodes, panics);
     }

@@ -19,7 +19,7 @@ use std::ptr;
 use crate::collector::list::{push_back, set_prev};
 use crate::header::{
     acquire_strong_node, clear_weak_refs, links, node_counts, NodePtr, VisitMode, Visitor,
-    FINALIZED, MUT_BORROWED, PERSISTENT_FLAGS, PREV_FLAGS, PURPLE, STRONG_MASK,
+    FINALIZED, MUT_BORROWED, PERSISTENT_FLAGS, PREV_FLAGS, PURPLE,
 };
 
 /// `prev` bit: the node is in the set being collected.
@@ -84,7 +84,7 @@ pub(crate) unsafe fn visit_node(mode: &mut VisitMode, child: NodePtr) {
 ///
 /// `h` is a valid list; from here until [`mark_and_partition`] no user code
 /// may run.
-pub(super) unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>) {
+pub(super) unsafe fn update_refs(h: NodePtr, hold: u32, nodes: &mut Vec<NodePtr>) {
     nodes.clear();
     // SAFETY: guaranteed by the caller; `next` is untouched by this phase.
     unsafe {
@@ -92,9 +92,8 @@ pub(super) unsafe fn update_refs(h: NodePtr, hold: u64, nodes: &mut Vec<NodePtr>
         while !ptr::eq(n, h) {
             nodes.push(n);
             let c = node_counts(n);
-            let v = c.get();
-            c.set(v & !PURPLE);
-            let strong = (v & STRONG_MASK) - hold;
+            c.word.set(c.word.get() & !PURPLE);
+            let strong = c.strong.get() - hold;
             let l = links(n);
             l.set_prev_bits(
                 ((strong as usize) << REFS_SHIFT) | (l.prev_bits() & PERSISTENT_FLAGS) | COLLECTING,
@@ -157,7 +156,7 @@ pub(super) struct Partition {
 pub(super) unsafe fn mark_and_partition(
     h: NodePtr,
     nodes: &mut Vec<NodePtr>,
-    claim: Option<u64>,
+    claim: Option<u32>,
 ) -> Partition {
     let mut v = Visitor::new(VisitMode::MarkReachable(Vec::new()));
     let (mut kept, mut tentative) = (0, 0);
@@ -213,7 +212,7 @@ pub(super) unsafe fn mark_and_partition(
             if let Some(flags) = claim {
                 acquire_strong_node(n);
                 let c = node_counts(n);
-                c.set(clear_weak_refs(c.get()) | flags);
+                c.word.set(clear_weak_refs(c.word.get()) | flags);
             }
             nodes[found] = n;
             found += 1;
@@ -236,9 +235,9 @@ pub(super) unsafe fn mark_and_partition(
 /// `h` is a valid list; the values of all its nodes are alive.
 pub(super) unsafe fn find_unreachable(
     h: NodePtr,
-    hold: u64,
+    hold: u32,
     nodes: &mut Vec<NodePtr>,
-    claim: Option<u64>,
+    claim: Option<u32>,
 ) -> Partition {
     // SAFETY: guaranteed by the caller; no user code runs in between.
     unsafe {
