@@ -1,4 +1,4 @@
-//! Pointer layer: [`Gc<T>`] and the `GcBox` it points at (the counts word
+//! Pointer layer: [`Gc<T>`] and the `GcBox` it points at (the counts
 //! of `header` followed by the value): the layout, vtable and allocation
 //! of tracked boxes ([`Tracked<T>`]), `Gc`'s methods and its statically
 //! typed release, its trait impls and its `Trace` impl. Releasing a tracked
@@ -137,7 +137,7 @@ impl<T: Trace + 'static> Tracked<T> {
     /// `node` must be the Links record of a live tracked `GcBox<T>`.
     unsafe fn value(node: NodePtr) -> *mut T {
         // SAFETY: the caller guarantees `node` belongs to a tracked GcBox<T>,
-        // whose counts word is LINKS_SIZE bytes after it.
+        // whose counts are LINKS_SIZE bytes after it.
         unsafe {
             let inner = node
                 .cast::<u8>()
@@ -516,7 +516,7 @@ impl<T: ?Sized> Gc<T> {
     /// The box must carry a Links record (`HAS_LINKS`).
     #[inline]
     pub(crate) unsafe fn node_unchecked(&self) -> NodePtr {
-        // SAFETY: the Links record sits LINKS_SIZE bytes before the counts word
+        // SAFETY: the Links record sits LINKS_SIZE bytes before the counts
         // of a tracked box; `ptr` has the provenance of the whole allocation.
         unsafe {
             self.ptr
@@ -625,7 +625,7 @@ impl<T: ?Sized> Gc<T> {
     pub unsafe fn from_raw(ptr: *const T) -> Self {
         // SAFETY: guaranteed by the caller: `ptr` points to the value of a
         // box our reference keeps allocated, `value_offset` bytes after
-        // its counts word; `align_of_val` only reads the metadata (a
+        // its counts; `align_of_val` only reads the metadata (a
         // length or a vtable) and the memory stays allocated. The offset
         // is that of a `repr(C)` field after a `u64`.
         unsafe {

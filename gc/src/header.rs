@@ -301,7 +301,7 @@ fn refcount_overflow() -> ! {
 }
 
 /// One more strong reference. Written as `Rc`'s increment (wrap, then
-/// test for 0), which LLVM can hoist out of a loop of clones.
+/// test for 0): one read-modify-write and one branch.
 #[inline]
 pub(crate) fn inc_strong(c: &Counts) {
     let s = c.strong.get().wrapping_add(1);

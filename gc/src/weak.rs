@@ -285,7 +285,7 @@ impl<T: Trace + 'static> UninitGc<T> {
     }
 
     fn weak(&self) -> Weak<T> {
-        // SAFETY: the box is allocated; only the counts word is touched.
+        // SAFETY: the box is allocated; only the counts are touched.
         let c = unsafe { &*addr_of!((*self.inner.as_ptr()).counts) };
         inc_weak(c);
         Weak::from_inner(self.inner.cast())
