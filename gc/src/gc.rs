@@ -627,7 +627,7 @@ impl<T: ?Sized> Gc<T> {
         // box our reference keeps allocated, `value_offset` bytes after
         // its counts; `align_of_val` only reads the metadata (a
         // length or a vtable) and the memory stays allocated. The offset
-        // is that of a `repr(C)` field after a `u64`.
+        // is that of a `repr(C)` field after the 8-byte `Counts`.
         unsafe {
             let align = mem::align_of_val(&*ptr);
             let offset = mem::size_of::<Counts>().next_multiple_of(align);
