@@ -2,8 +2,8 @@
 //!
 //! `fork` safety: the child of a multi-threaded program must find every
 //! allocator lock free. Before `fork`, the forking thread takes every lock
-//! (in the one order used everywhere: abandoned lists, arena registry,
-//! large-mapping cache); after it, the parent and the child each release them. Heaps
+//! (in the one order used everywhere: the thread store, abandoned lists,
+//! arena registry, large-mapping cache); after it, the parent and the child each release them. Heaps
 //! of threads that do not exist in the child keep their pools, which the
 //! child never frees (as with every thread-caching allocator).
 
@@ -14,6 +14,7 @@ pub(crate) fn register() {
 }
 
 pub(crate) extern "C" fn prepare() {
+    crate::core::thread_store::store().lock_all();
     crate::core::abandoned::abandoned().lock().lock();
     crate::core::arena::registry().lock().lock();
     crate::core::large_cache::cache().lock().lock();
@@ -30,4 +31,5 @@ pub(crate) extern "C" fn release() {
     crate::core::large_cache::cache().lock().unlock();
     crate::core::arena::registry().lock().unlock();
     crate::core::abandoned::abandoned().lock().unlock();
+    crate::core::thread_store::store().unlock_all();
 }

@@ -4,14 +4,15 @@
 //! items, and the core reaches them only through [`hooks`].
 //!
 //! Bottom-up (each file imports only files before it): `sync` and `os`
-//! (the platform), `tls` (a thread's pointer in a TLS-descriptor slot),
+//! (the platform), `tls` (a thread's pointer in a TLS slot),
 //! `diag` (output without allocating), `purge_thread` (the background
 //! purge's sleep and wake), `arena` (OS
 //! regions cut into slots), `size_class`, `secure` (the free-list link
 //! key), `pool` (one size class, three free lists), `large_cache`, `purge` (when memory goes back), `large`
 //! (blocks straight from the OS), `abandoned` (pools of exited threads),
-//! `hooks` and `counters`, `heap` (a heap's pools), process life
-//! (`config`, `fork`, `init`), `thread` (the thread-local heap, its start
+//! `hooks` and `counters`, `heap` (a heap's pools), `thread_store` (the records
+//! threads' states live in), process life
+//! (`config`, `fork`, `init`), `thread` (the thread heap, its start
 //! and exit), and `entry`, the entry points the crate's face calls.
 
 pub(crate) mod abandoned;
@@ -35,4 +36,5 @@ pub(crate) mod secure;
 pub(crate) mod size_class;
 pub(crate) mod sync;
 pub(crate) mod thread;
+pub(crate) mod thread_store;
 pub(crate) mod tls;

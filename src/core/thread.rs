@@ -1,6 +1,8 @@
 //! Core layer: the thread heap — the calling thread's [`Heap`] and
-//! [`Counters`] in one `const`-initialised thread-local, how the heap
-//! starts (id, exit destructor, listed counters) and how it ends.
+//! [`Counters`] in one record (`thread_store`'s, reached through the TLS
+//! slot of `tls`; a `const`-initialised thread-local on targets without
+//! the slot), how the heap starts (id, exit destructor, listed counters)
+//! and how it ends.
 //!
 //! A heap starts (gets its id, registers the exit destructor, lists its
 //! counters) on its thread's first slow path, outside any `&mut Heap`:
@@ -14,6 +16,7 @@ use crate::core::heap::{self, Freed, Heap};
 use crate::core::os;
 use crate::core::pool::Pool;
 use crate::core::sync::Ordering;
+use crate::core::thread_store::{self, RECORD_ALIGN, RECORD_SIZE};
 use crate::core::tls;
 
 /// A thread's allocator state: its heap, and its counters beside it (not
@@ -36,7 +39,20 @@ impl ThreadHeap {
     }
 }
 
-#[cfg(not(loom))]
+// A thread's state fits a record of the store.
+const _: () = assert!(
+    core::mem::size_of::<ThreadHeap>() <= RECORD_SIZE
+        && core::mem::align_of::<ThreadHeap>() <= RECORD_ALIGN
+);
+
+/// The slot's value once the thread's exit destructor has given its
+/// record back: later calls use the store's shared record.
+const EXITED: usize = 1;
+
+#[cfg(all(
+    not(loom),
+    not(all(target_arch = "x86_64", target_os = "linux", not(miri)))
+))]
 std::thread_local! {
     static HEAP: ThreadHeap = const { ThreadHeap::new() };
 }
@@ -44,6 +60,39 @@ std::thread_local! {
 #[cfg(loom)]
 loom::thread_local! {
     static HEAP: ThreadHeap = ThreadHeap::new();
+}
+
+/// The calling thread's state where there is no TLS slot.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom)))))]
+#[inline(always)]
+fn local_state() -> *const ThreadHeap {
+    HEAP.with(|t| t as *const ThreadHeap)
+}
+
+/// Where the slot exists, the state is in a record and there is no
+/// thread-local to return: never called ([`tls::ENABLED`] is true).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom))))]
+#[inline(always)]
+fn local_state() -> *const ThreadHeap {
+    ptr::null()
+}
+
+/// The calling thread's state, for the fast paths: in slot builds, null
+/// before the thread's first slow path and [`EXITED`] after its exit, both
+/// of which fail the one test `is_state` and take the slow path.
+#[inline(always)]
+fn state_or_none() -> *const ThreadHeap {
+    if tls::ENABLED {
+        tls::get().cast::<ThreadHeap>().cast_const()
+    } else {
+        local_state()
+    }
+}
+
+/// Whether [`state_or_none`] gave a state.
+#[inline(always)]
+fn is_state(t: *const ThreadHeap) -> bool {
+    t.addr() > EXITED
 }
 
 /// Allocates a block of `class` from the calling thread's heap (null when
@@ -65,12 +114,8 @@ pub(crate) fn alloc(class: usize) -> (*mut u8, bool) {
 /// frame.
 #[inline(always)]
 pub(crate) fn alloc_direct(size: usize) -> *mut u8 {
-    let t = if tls::ENABLED {
-        tls::get().cast::<ThreadHeap>().cast_const()
-    } else {
-        thread_heap()
-    };
-    if t.is_null() {
+    let t = state_or_none();
+    if !is_state(t) {
         return ptr::null_mut();
     }
     // SAFETY: `t` is the calling thread's, live while the thread runs; the
@@ -99,8 +144,8 @@ fn alloc_unstarted(class: usize) -> (*mut u8, bool) {
 ///
 /// Every path off the fast one is a tail call (a thread's first call,
 /// counting on, the heap's own cold paths), so the fast path keeps no
-/// value across a call and saves no register; its one call is the
-/// TLS-descriptor resolver.
+/// value across a call and saves no register (with the TLS-descriptor
+/// model, its one call is the resolver).
 ///
 /// # Safety
 /// `p` must be a live small block of this allocator.
@@ -109,12 +154,8 @@ pub(crate) unsafe fn free_counted(p: *mut u8, bytes: impl FnOnce() -> usize) {
     // Straight-line rather than through `with_counted_heap`: LLVM keeps
     // that closure out of line here, and the free fast path is a few
     // instructions.
-    let t = if tls::ENABLED {
-        tls::get().cast::<ThreadHeap>().cast_const()
-    } else {
-        thread_heap()
-    };
-    if t.is_null() {
+    let t = state_or_none();
+    if !is_state(t) {
         // SAFETY: forwarded contract.
         return unsafe { free_first(p, bytes) };
     }
@@ -133,21 +174,20 @@ pub(crate) unsafe fn free_counted(p: *mut u8, bytes: impl FnOnce() -> usize) {
 }
 
 /// [`free_counted`] on a thread's first call (its TLS slot not yet
-/// filled): out of line, whole.
+/// filled) or after its exit: out of line, whole.
 ///
 /// # Safety
 /// As for [`free_counted`].
 #[cold]
 #[inline(never)]
 unsafe fn free_first(p: *mut u8, bytes: impl FnOnce() -> usize) {
-    let t = thread_heap();
-    // SAFETY: the calling thread's state, live while it runs.
-    let counters = unsafe { &(*t).counters };
-    if counters.enabled() {
-        count_free_of(counters, p, bytes);
-    }
-    // SAFETY: as in `free_counted`.
-    if unsafe { (*(*t).heap.get()).free(p) } {
+    with_thread_counters(|counters| {
+        if counters.enabled() {
+            count_free_of(counters, p, bytes);
+        }
+    });
+    // SAFETY: forwarded contract.
+    if with_heap(|heap| unsafe { heap.free(p) }) {
         start_thread();
     }
 }
@@ -237,12 +277,12 @@ pub(crate) fn create_exit_key() {
 /// Arranges for [`on_thread_exit`] to run when the calling thread exits;
 /// returns false if it cannot.
 fn register_exit() -> bool {
-    let heap = HEAP.with(|t| t.heap.get());
+    let heap = thread_state();
     #[cfg(test)]
     if tests::NO_EXIT_KEY.load(Ordering::Relaxed) {
         return register_exit_fallback();
     }
-    THREAD_EXIT.set(heap.cast(), on_thread_exit) || register_exit_fallback()
+    THREAD_EXIT.set(heap.cast_mut().cast(), on_thread_exit) || register_exit_fallback()
 }
 
 /// When the OS has no `pthread` key left (or no memory for its value), a
@@ -278,7 +318,10 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
 /// Runs `f` on the calling thread's heap and counters.
 #[inline(always)]
 pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
-    let t = thread_heap();
+    let t = state_or_none();
+    if !is_state(t) {
+        return with_shared_heap(f);
+    }
     // SAFETY: `t` is the calling thread's, live while the thread runs; the
     // heap is only reached through this function, which is not re-entered
     // while `f` runs (the allocator never allocates inside itself), so the
@@ -286,28 +329,90 @@ pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) ->
     unsafe { f(&mut *(*t).heap.get(), &(*t).counters) }
 }
 
-/// The calling thread's allocator state: through the TLS-descriptor slot
-/// where there is one ([`tls`]: no `__tls_get_addr` call in
-/// `libstrata.so`), else through the `thread_local!`.
-#[inline(always)]
-fn thread_heap() -> *const ThreadHeap {
-    if !tls::ENABLED {
-        return HEAP.with(|t| t as *const ThreadHeap);
-    }
-    let t = tls::get();
-    if t.is_null() {
-        return thread_heap_first();
-    }
-    t.cast()
-}
-
-/// [`thread_heap`] on a thread's first call: fills the slot.
+/// [`with_counted_heap`] of a thread with no record in its slot: on its
+/// first call, claims one; after its exit, or when no record can be
+/// mapped, runs `f` on the store's shared record, under its lock.
 #[cold]
 #[inline(never)]
-fn thread_heap_first() -> *const ThreadHeap {
-    let t = HEAP.with(|t| t as *const ThreadHeap);
-    tls::set(t.cast_mut().cast());
+fn with_shared_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
+    if tls::get().is_null() {
+        let t = claim_state();
+        if !t.is_null() {
+            // SAFETY: as in `with_counted_heap`.
+            return unsafe { f(&mut *(*t).heap.get(), &(*t).counters) };
+        }
+    }
+    thread_store::store().with_shared(init_shared_state, |record| {
+        let t = record.cast::<ThreadHeap>();
+        // SAFETY: the shared record holds a state (`init_shared_state`);
+        // its lock, held, makes the `&mut` unique.
+        unsafe { f(&mut *(*t).heap.get(), &(*t).counters) }
+    })
+}
+
+/// The calling thread's state, claiming its record on its first call; for
+/// what touches only the counters (atomics) and the state's address: after
+/// the thread's exit it is the shared record, whose heap needs the lock
+/// ([`with_counted_heap`]).
+#[inline(always)]
+fn thread_state() -> *const ThreadHeap {
+    let t = state_or_none();
+    if is_state(t) {
+        return t;
+    }
+    if tls::get().is_null() {
+        let t = claim_state();
+        if !t.is_null() {
+            return t;
+        }
+    }
+    thread_store::store()
+        .shared(init_shared_state)
+        .cast::<ThreadHeap>()
+}
+
+/// Claims a record for the calling thread's state, fills it and puts it
+/// in the slot; null when the OS has no memory for it.
+#[cold]
+#[inline(never)]
+fn claim_state() -> *const ThreadHeap {
+    let t = thread_store::store().claim().cast::<ThreadHeap>();
+    if !t.is_null() {
+        // SAFETY: a claimed record is ours alone and large and aligned
+        // enough (checked at compile time).
+        unsafe { t.write(ThreadHeap::new()) };
+        tls::set(t.cast());
+    }
     t
+}
+
+/// Fills the shared record: a heap that is started (it has an id) and
+/// exiting from the start, so it never keeps a pool between calls
+/// (`Heap::alloc_after_exit`), and whose counters are never listed.
+fn init_shared_state(record: *mut u8) {
+    let t = record.cast::<ThreadHeap>();
+    let id = heap::NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the shared record, large and aligned enough, with its lock
+    // held (`ThreadStore::with_shared`).
+    unsafe {
+        t.write(ThreadHeap::new());
+        let heap = &mut *(*t).heap.get();
+        heap.id = id;
+        heap.exit();
+        (*t).counters.set_heap_id(id);
+    }
+}
+
+/// Gives the calling thread's record back to the store, once its exit
+/// destructor has emptied it; the slot then says [`EXITED`].
+fn release_state() {
+    let t = tls::get();
+    if t.addr() > EXITED {
+        tls::set(ptr::without_provenance_mut(EXITED));
+        // SAFETY: the thread's record: its heap gave every pool back and
+        // its counters are unlisted, and the slot no longer leads to it.
+        unsafe { thread_store::store().release(t) };
+    }
 }
 
 /// The calling thread's counters (for `profile`, outside the allocator).
@@ -315,12 +420,12 @@ fn thread_heap_first() -> *const ThreadHeap {
 pub(crate) fn with_thread_counters<R>(f: impl FnOnce(&Counters) -> R) -> R {
     // SAFETY: the calling thread's, live while it runs; counters are only
     // read and written through atomics.
-    f(unsafe { &(*thread_heap()).counters })
+    f(unsafe { &(*thread_state()).counters })
 }
 
 /// The calling thread's counters, for the live-counters table. The pointer
-/// stays valid until the thread's TLS is freed, after its exit destructor
-/// has unlisted it.
+/// stays valid until the thread's exit destructor has unlisted it (it then
+/// gives the record back).
 fn thread_counters() -> *const Counters {
     with_thread_counters(|c| c as *const Counters)
 }
@@ -393,6 +498,9 @@ unsafe extern "C" fn on_thread_exit(_heap: *mut core::ffi::c_void) {
         heap.exit();
         heap.retire_counters(counters);
     });
+    if tls::ENABLED {
+        release_state();
+    }
 }
 
 #[cfg(test)]

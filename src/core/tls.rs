@@ -1,21 +1,29 @@
-//! Core layer: one pointer per thread in a TLS slot reached through a TLS
-//! descriptor.
+//! Core layer: one pointer per thread in a TLS slot reached without
+//! `__tls_get_addr`.
 //!
 //! Rust's `thread_local!` uses the general-dynamic TLS model, which the
 //! linker relaxes to a plain `%fs` offset in an executable but not in a
-//! shared object: in `libstrata.so` every access called `__tls_get_addr`
-//! (11 % of the instructions of a `malloc`/`realloc`/`free` loop).
-//! mimalloc uses the initial-exec model instead, but that marks the whole
-//! library `STATIC_TLS`, and its 2.4 KiB of thread-locals then no longer
-//! fit the static TLS block of a program that `dlopen`s it. A TLS
-//! descriptor (the GNU2 dialect, `-mtls-dialect=gnu2` in C) has neither
-//! cost: the loader resolves the slot's offset once, and for a library in
-//! static TLS (preloaded, or linked) an access is a call to a two-
-//! instruction resolver that returns it; a `dlopen`ed library gets the
-//! dynamic resolver. In an executable the linker relaxes it to a `%fs`
-//! offset. Rust emits descriptors only on nightly (`-Z tls-dialect`), so
-//! the slot is declared in assembly here and reached with inline assembly.
+//! shared object: there every access calls `__tls_get_addr`. So the slot
+//! is declared in assembly here and reached with inline assembly, in one
+//! of two models:
 //!
+//! - **A TLS descriptor** (the GNU2 dialect, `-mtls-dialect=gnu2` in C;
+//!   the default): the loader resolves the slot's offset once, and an
+//!   access calls a two-instruction resolver that returns it (or, in a
+//!   library `dlopen`ed after start-up, the dynamic resolver). Any shared
+//!   object may hold it: a Rust `cdylib` whose global allocator is
+//!   strata, loaded by Python, say.
+//! - **Initial-exec** (feature `initial-exec-tls`, which `libstrata.so`
+//!   turns on): the offset is read from the GOT and the slot is one
+//!   `%fs`-relative load, as mimalloc and jemalloc do. The indirect call
+//!   and return of the descriptor cost about 1 ns per call, a third of a
+//!   `malloc`/`free` pair. The price: the whole TLS block of the library
+//!   must live in the static TLS area, which for a library `dlopen`ed
+//!   after start-up means glibc's small surplus (about 1.6 KiB); so the
+//!   thread state is not in TLS (`thread_store`), and the library's TLS is
+//!   a few bytes.
+//!
+//! In an executable the linker relaxes either model to a `%fs` offset.
 //! Other targets, Miri and loom use the `thread_local!` directly
 //! ([`ENABLED`] is false).
 
@@ -45,11 +53,24 @@ pub(crate) const ENABLED: bool = cfg!(all(
 #[inline(always)]
 pub(crate) fn get() -> *mut u8 {
     let p: *mut u8;
+    // SAFETY: the GOT entry holds the slot's offset from `%fs` (the thread
+    // pointer), which the loader filled at start-up; reads the eight bytes
+    // of the calling thread's slot.
+    #[cfg(feature = "initial-exec-tls")]
+    unsafe {
+        core::arch::asm!(
+            "movq strata_thread_slot@GOTTPOFF(%rip), %rax",
+            "movq %fs:(%rax), %rax",
+            out("rax") p,
+            options(att_syntax, nostack, readonly, preserves_flags),
+        );
+    }
     // SAFETY: the descriptor call returns the slot's offset from `%fs` (the
     // thread pointer) in `rax` and preserves every other register (the
     // TLSDESC ABI); the stack is usable and aligned (no `nostack`), as the
     // dynamic resolver needs. Reads the eight bytes of the calling
     // thread's slot.
+    #[cfg(not(feature = "initial-exec-tls"))]
     unsafe {
         core::arch::asm!(
             "leaq strata_thread_slot@TLSDESC(%rip), %rax",
@@ -68,6 +89,19 @@ pub(crate) fn get() -> *mut u8 {
 pub(crate) fn set(value: *mut u8) {
     // SAFETY: as in `get`; writes the eight bytes of the calling thread's
     // slot.
+    #[cfg(feature = "initial-exec-tls")]
+    unsafe {
+        core::arch::asm!(
+            "movq strata_thread_slot@GOTTPOFF(%rip), %rax",
+            "movq {value}, %fs:(%rax)",
+            out("rax") _,
+            value = in(reg) value,
+            options(att_syntax, nostack, preserves_flags),
+        );
+    }
+    // SAFETY: as in `get`; writes the eight bytes of the calling thread's
+    // slot.
+    #[cfg(not(feature = "initial-exec-tls"))]
     unsafe {
         core::arch::asm!(
             "leaq strata_thread_slot@TLSDESC(%rip), %rax",
@@ -80,14 +114,14 @@ pub(crate) fn set(value: *mut u8) {
     }
 }
 
-/// No initial-exec slot on this target.
+/// No TLS slot on this target.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom)))))]
 #[inline(always)]
 pub(crate) fn get() -> *mut u8 {
     core::ptr::null_mut()
 }
 
-/// No initial-exec slot on this target.
+/// No TLS slot on this target.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(any(miri, loom)))))]
 #[inline]
 pub(crate) fn set(_value: *mut u8) {}
