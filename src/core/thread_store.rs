@@ -36,6 +36,9 @@ pub(crate) const RECORD_ALIGN: usize = 64;
 /// Records mapped at a time.
 const RECORDS_PER_CHUNK: usize = 16;
 
+/// The bytes of a chunk, which is aligned to its size.
+const CHUNK_SIZE: usize = RECORDS_PER_CHUNK * RECORD_SIZE;
+
 /// A free record: its first word links the next.
 struct FreeRecord {
     next: *mut FreeRecord,
@@ -111,13 +114,13 @@ impl ThreadStore {
                 return record.cast();
             }
             if *next == *end {
-                let chunk = os::reserve_aligned(RECORDS_PER_CHUNK * RECORD_SIZE, os::page_size());
+                let chunk = os::reserve_aligned(CHUNK_SIZE, CHUNK_SIZE.max(os::page_size()));
                 if chunk.is_null() {
                     return ptr::null_mut();
                 }
                 *next = chunk;
                 // SAFETY: the end of the chunk just mapped.
-                *end = unsafe { chunk.add(RECORDS_PER_CHUNK * RECORD_SIZE) };
+                *end = unsafe { chunk.add(CHUNK_SIZE) };
             }
             let record = *next;
             // SAFETY: at most `end`: chunks hold whole records.
@@ -231,6 +234,19 @@ mod tests {
         // SAFETY: claimed above, no longer used.
         unsafe { store.release(claimed[5]) };
         assert_eq!(store.claim(), claimed[5]);
+        // The store never unmaps; the test does, chunk by chunk.
+        let mut chunks: std::vec::Vec<*mut u8> = claimed
+            .iter()
+            .map(|r| r.map_addr(|a| a & !(CHUNK_SIZE - 1)))
+            .collect();
+        chunks.sort();
+        chunks.dedup();
+        assert_eq!(chunks.len(), 3);
+        for chunk in chunks {
+            let align = CHUNK_SIZE.max(os::page_size());
+            // SAFETY: a chunk the store mapped; none of its records is used.
+            unsafe { os::release(chunk, CHUNK_SIZE, align) };
+        }
     }
 
     /// The shared record is filled once, and is the same on every call.
