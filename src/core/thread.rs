@@ -335,12 +335,10 @@ pub(crate) fn with_counted_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) ->
 #[cold]
 #[inline(never)]
 fn with_shared_heap<R>(f: impl FnOnce(&mut Heap, &Counters) -> R) -> R {
-    if tls::get().is_null() {
-        let t = claim_state();
-        if !t.is_null() {
-            // SAFETY: as in `with_counted_heap`.
-            return unsafe { f(&mut *(*t).heap.get(), &(*t).counters) };
-        }
+    let t = claim_if_first();
+    if !t.is_null() {
+        // SAFETY: as in `with_counted_heap`.
+        return unsafe { f(&mut *(*t).heap.get(), &(*t).counters) };
     }
     thread_store::store().with_shared(init_shared_state, |record| {
         let t = record.cast::<ThreadHeap>();
@@ -360,22 +358,29 @@ fn thread_state() -> *const ThreadHeap {
     if is_state(t) {
         return t;
     }
-    if tls::get().is_null() {
-        let t = claim_state();
-        if !t.is_null() {
-            return t;
-        }
+    thread_state_off_slot()
+}
+
+/// [`thread_state`] of a thread with no record in its slot.
+#[cold]
+#[inline(never)]
+fn thread_state_off_slot() -> *const ThreadHeap {
+    let t = claim_if_first();
+    if !t.is_null() {
+        return t;
     }
     thread_store::store()
         .shared(init_shared_state)
         .cast::<ThreadHeap>()
 }
 
-/// Claims a record for the calling thread's state, fills it and puts it
-/// in the slot; null when the OS has no memory for it.
-#[cold]
-#[inline(never)]
-fn claim_state() -> *const ThreadHeap {
+/// On the calling thread's first call (its slot null), claims a record
+/// for its state, fills it and puts it in the slot. Null after the
+/// thread's exit, or when the OS has no memory for a record.
+fn claim_if_first() -> *const ThreadHeap {
+    if !tls::get().is_null() {
+        return ptr::null();
+    }
     let t = thread_store::store().claim().cast::<ThreadHeap>();
     if !t.is_null() {
         // SAFETY: a claimed record is ours alone and large and aligned
