@@ -133,3 +133,62 @@ fn many_threads_mixed_sizes_all_to_all() {
         }
     }
 }
+
+/// Blocks that late `pthread` key destructors allocate: they run after
+/// strata's own exit destructor (its key is created at start-up, and glibc
+/// runs destructors in key order), when the thread's heap is gone.
+static LATE_BLOCKS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// A key destructor that frees the thread's block and allocates new
+/// ones, small and large, after the thread's heap was given back.
+unsafe extern "C" fn late_destructor(block: *mut libc::c_void) {
+    // SAFETY: the value is the `Box<Vec<u8>>` the thread leaked below.
+    let block = unsafe { Box::from_raw(block.cast::<Vec<u8>>()) };
+    let tag = block[0];
+    check(&block, tag);
+    drop(block);
+    let late: Vec<Vec<u8>> = [24, 700, 9000, 300_000]
+        .iter()
+        .map(|&len| tagged(tag, len))
+        .collect();
+    LATE_BLOCKS.lock().unwrap().extend(late);
+}
+
+/// Frees and allocations after a thread's exit destructor (through the
+/// record all exited threads share) stay correct, from several exiting
+/// threads at once, and their blocks outlive the thread.
+#[test]
+fn key_destructors_after_the_heaps_exit_allocate_and_free() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: a valid out-pointer and an `extern "C"` destructor.
+    assert_eq!(
+        unsafe { libc::pthread_key_create(&mut key, Some(late_destructor)) },
+        0
+    );
+    for round in 0..50u8 {
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let tag = round.wrapping_mul(4).wrapping_add(t);
+                thread::spawn(move || {
+                    // A few allocations first, so the thread's heap starts.
+                    let warm: Vec<Vec<u8>> = (0..64).map(|i| tagged(tag, 8 + i * 24)).collect();
+                    drop(warm);
+                    let block = Box::into_raw(Box::new(tagged(tag, 100)));
+                    // SAFETY: a key created above; the destructor frees
+                    // the value.
+                    assert_eq!(unsafe { libc::pthread_setspecific(key, block.cast()) }, 0);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+    let late = std::mem::take(&mut *LATE_BLOCKS.lock().unwrap());
+    assert_eq!(late.len(), 50 * 4 * 4);
+    for block in &late {
+        check(block, block[0]);
+    }
+    // SAFETY: no thread uses the key any more.
+    unsafe { libc::pthread_key_delete(key) };
+}
