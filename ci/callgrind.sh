@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per call of the fast paths, counted by callgrind (exact and
 # repeatable, unlike times on a shared machine): a C loop of malloc(32)/free
-# pairs through the preloaded release libstrata.so, and a Rust loop of
-# 16-byte `GlobalAlloc::alloc`/`dealloc` pairs on `strata_alloc::Strata`.
+# pairs through the preloaded release libstrata.so, a C working set of
+# 1024 blocks replaced at random (glibc-bench's sizes: 4 B to 32 KiB,
+# inverse-square, so half are 8 B or less), and a Rust loop of 16-byte
+# `GlobalAlloc::alloc`/`dealloc` pairs on `strata_alloc::Strata`. Both C
+# loops are also counted under mimalloc, jemalloc and tcmalloc where the
+# system has them (the same loops, in the same run).
 # Each loop runs N and 2N times; the difference over N is the cost of one
 # pair, start-up excluded. Also counts the exported `malloc` and `free`
 # alone (callgrind's --toggle-collect), per call, and `free` of blocks
@@ -44,6 +48,28 @@ int main(int argc, char **argv) {
     return 0;
 }
 EOF
+cat >"$WORK/workset.c" <<'EOF'
+#include <stdlib.h>
+/* 1024 slots; each step frees a random slot and refills it with a block
+   of a size drawn like glibc's bench-malloc-thread (inverse square). */
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    static void *slots[1024];
+    static unsigned sizes[8192], picks[4096];
+    srand(88);
+    for (int i = 0; i < 8192; i++) {
+        double r = (double)rand() / RAND_MAX;
+        sizes[i] = (unsigned)(1.0 / (1.0 / 4 - r * (1.0 / 4 - 1.0 / 32768)));
+    }
+    for (int i = 0; i < 4096; i++) picks[i] = rand() % 1024;
+    for (long i = 0; i < n; i++) {
+        unsigned s = picks[i & 4095];
+        free(slots[s]);
+        slots[s] = malloc(sizes[i & 8191]);
+    }
+    return 0;
+}
+EOF
 cat >"$WORK/remote.c" <<'EOF'
 #include <pthread.h>
 #include <stdlib.h>
@@ -81,6 +107,7 @@ fn main() {
 }
 EOF
 cc -O2 -o "$WORK/pairs" "$WORK/pairs.c"
+cc -O2 -o "$WORK/workset" "$WORK/workset.c"
 cc -O2 -pthread -o "$WORK/remote" "$WORK/remote.c"
 rustc --edition 2021 -C opt-level=3 -C debuginfo=1 --extern strata_alloc="$RLIB" \
   -L dependency="$DEPS" -o "$WORK/rpairs" "$WORK/pairs.rs"
@@ -94,9 +121,20 @@ total() {
 }
 per_pair() { python3 -c "print(f'{($2 - $1) / $3:.2f}')" "$1" "$2" "$N"; }
 
-c1="$(LD_PRELOAD="$SO" total c1 "$WORK/pairs" "$N")"
-c2="$(LD_PRELOAD="$SO" total c2 "$WORK/pairs" $((2 * N)))"
-echo "C malloc(32)/free pair: $(per_pair "$c1" "$c2" "$N") instructions"
+# c_loop LIB PROGRAM -> instructions per step of PROGRAM under LIB
+c_loop() {
+  local a b
+  a="$(LD_PRELOAD="$1" total c1 "$WORK/$2" "$N")"
+  b="$(LD_PRELOAD="$1" total c2 "$WORK/$2" $((2 * N)))"
+  per_pair "$a" "$b" "$N"
+}
+echo "C malloc(32)/free pair: $(c_loop "$SO" pairs) instructions"
+echo "C random working set, per free + malloc: $(c_loop "$SO" workset) instructions"
+for peer in mimalloc.so.2 jemalloc.so.2 tcmalloc_minimal.so.4; do
+  lib="$(ldconfig -p | awk -v l="lib$peer" '$1 == l { print $NF; exit }')"
+  [ -n "$lib" ] || continue
+  echo "  $peer: pair $(c_loop "$lib" pairs), working set $(c_loop "$lib" workset)"
+done
 for f in malloc free; do
   # Only inside the exported function and what it calls.
   inside="$(LD_PRELOAD="$SO" total "$f" --toggle-collect="$f" "$WORK/pairs" "$N")"
