@@ -123,7 +123,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// [`malloc`] past its fast path, out of line so that the fast path pushes
 /// no registers. `extern "C"`, so that it cannot unwind: `malloc` then
 /// needs no abort guard around the call and jumps to it (a tail call), with
-/// no stack frame of its own (22.8 instructions per call, was 24.8).
+/// no stack frame of its own.
 #[inline(never)]
 extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     or_enomem(raw::malloc(size))

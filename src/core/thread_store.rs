@@ -48,16 +48,68 @@ struct FreeRecord {
 #[repr(C, align(64))]
 struct SharedRecord([u8; RECORD_SIZE]);
 
+/// The alignment of a chunk: its size, at least a page.
+fn chunk_align() -> usize {
+    CHUNK_SIZE.max(os::page_size())
+}
+
+/// The records of live threads' chunks that are not in use.
+struct Records {
+    free: *mut FreeRecord,
+    /// The unclaimed rest of the newest chunk.
+    next: *mut u8,
+    end: *mut u8,
+}
+
+impl Records {
+    const EMPTY: Records = Records {
+        free: ptr::null_mut(),
+        next: ptr::null_mut(),
+        end: ptr::null_mut(),
+    };
+
+    /// A free record, else the next of the newest chunk, else one of a
+    /// new chunk; null when the OS has no memory.
+    fn claim(&mut self) -> *mut u8 {
+        if !self.free.is_null() {
+            let record = self.free;
+            // SAFETY: a free record: its first word is the link.
+            self.free = unsafe { (*record).next };
+            return record.cast();
+        }
+        if self.next == self.end {
+            let chunk = os::reserve_aligned(CHUNK_SIZE, chunk_align());
+            if chunk.is_null() {
+                return ptr::null_mut();
+            }
+            self.next = chunk;
+            // SAFETY: the end of the chunk just mapped.
+            self.end = unsafe { chunk.add(CHUNK_SIZE) };
+        }
+        let record = self.next;
+        // SAFETY: at most `end`: chunks hold whole records.
+        self.next = unsafe { record.add(RECORD_SIZE) };
+        record
+    }
+
+    /// # Safety
+    /// As for [`ThreadStore::release`].
+    unsafe fn release(&mut self, record: *mut u8) {
+        let record = record.cast::<FreeRecord>();
+        // SAFETY: `record` is ours to overwrite (caller), and aligned for a
+        // pointer.
+        unsafe { (*record).next = self.free };
+        self.free = record;
+    }
+}
+
 /// Records of live threads, the free ones, and the shared one.
 pub(crate) struct ThreadStore {
-    /// Guards `free`, `next` and `end`.
     lock: RawLock,
-    free: UnsafeCell<*mut FreeRecord>,
-    /// The unclaimed rest of the newest chunk.
-    next: UnsafeCell<*mut u8>,
-    end: UnsafeCell<*mut u8>,
-    /// Guards `shared`.
+    /// Guarded by `lock`.
+    records: UnsafeCell<Records>,
     shared_lock: RawLock,
+    /// Guarded by `shared_lock`.
     shared: UnsafeCell<SharedRecord>,
     /// Whether `shared` has been filled (set once, under the lock).
     shared_ready: AtomicBool,
@@ -72,9 +124,7 @@ impl ThreadStore {
     const fn new() -> Self {
         ThreadStore {
             lock: RawLock::new(),
-            free: UnsafeCell::new(ptr::null_mut()),
-            next: UnsafeCell::new(ptr::null_mut()),
-            end: UnsafeCell::new(ptr::null_mut()),
+            records: UnsafeCell::new(Records::EMPTY),
             shared_lock: RawLock::new(),
             shared: UnsafeCell::new(SharedRecord([0; RECORD_SIZE])),
             shared_ready: AtomicBool::new(false),
@@ -85,9 +135,7 @@ impl ThreadStore {
     fn new() -> Self {
         ThreadStore {
             lock: RawLock::new(),
-            free: UnsafeCell::new(ptr::null_mut()),
-            next: UnsafeCell::new(ptr::null_mut()),
-            end: UnsafeCell::new(ptr::null_mut()),
+            records: UnsafeCell::new(Records::EMPTY),
             shared_lock: RawLock::new(),
             shared: UnsafeCell::new(SharedRecord([0; RECORD_SIZE])),
             shared_ready: AtomicBool::new(false),
@@ -98,35 +146,8 @@ impl ThreadStore {
     /// the calling thread alone until [`ThreadStore::release`]; its
     /// contents are unspecified. Null when the OS has no memory.
     pub(crate) fn claim(&self) -> *mut u8 {
-        self.lock.with(|| {
-            // SAFETY: we hold the lock.
-            let (free, next, end) = unsafe {
-                (
-                    &mut *self.free.get(),
-                    &mut *self.next.get(),
-                    &mut *self.end.get(),
-                )
-            };
-            if !free.is_null() {
-                let record = *free;
-                // SAFETY: a free record: its first word is the link.
-                *free = unsafe { (*record).next };
-                return record.cast();
-            }
-            if *next == *end {
-                let chunk = os::reserve_aligned(CHUNK_SIZE, CHUNK_SIZE.max(os::page_size()));
-                if chunk.is_null() {
-                    return ptr::null_mut();
-                }
-                *next = chunk;
-                // SAFETY: the end of the chunk just mapped.
-                *end = unsafe { chunk.add(CHUNK_SIZE) };
-            }
-            let record = *next;
-            // SAFETY: at most `end`: chunks hold whole records.
-            *next = unsafe { record.add(RECORD_SIZE) };
-            record
-        })
+        // SAFETY: we hold the lock.
+        self.lock.with(|| unsafe { (*self.records.get()).claim() })
     }
 
     /// Gives back a record.
@@ -135,15 +156,9 @@ impl ThreadStore {
     /// `record` came from [`ThreadStore::claim`] and nothing uses it any
     /// more.
     pub(crate) unsafe fn release(&self, record: *mut u8) {
-        let record = record.cast::<FreeRecord>();
-        self.lock.with(|| {
-            // SAFETY: we hold the lock; `record` is ours to overwrite
-            // (caller) and aligned for a pointer.
-            unsafe {
-                (*record).next = *self.free.get();
-                *self.free.get() = record;
-            }
-        });
+        // SAFETY: we hold the lock; the rest is the caller's.
+        self.lock
+            .with(|| unsafe { (*self.records.get()).release(record) });
     }
 
     /// Runs `f` on the shared record with its lock held; `init` fills the
@@ -243,9 +258,8 @@ mod tests {
         chunks.dedup();
         assert_eq!(chunks.len(), 3);
         for chunk in chunks {
-            let align = CHUNK_SIZE.max(os::page_size());
             // SAFETY: a chunk the store mapped; none of its records is used.
-            unsafe { os::release(chunk, CHUNK_SIZE, align) };
+            unsafe { os::release(chunk, CHUNK_SIZE, chunk_align()) };
         }
     }
 
